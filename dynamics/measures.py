@@ -1,0 +1,198 @@
+"""Measurements on generated distributions: variance per eigenmode, emergence times, fits, KL.
+
+Conventions (THEORY.md sections 2 and 6, [WP] = Wang & Pehlevan, arXiv 2503.03206):
+
+* A mode is a column ``u_k`` of an orthonormal (real) or unitary (complex, e.g. Fourier) basis;
+  the generated variance along it is ``lambda~_k = u_k^H C u_k``, real.
+* Time ``tau`` is training time (learning rate x steps, THEORY.md section 1); emergence times
+  are in whatever unit the recorded ``taus`` use.
+* Emergence time ``tau*_k`` ([WP] sec. 3-4): the first recorded time at which ``lambda~_k(tau)``
+  crosses the geometric mean ``sqrt(v0 lambda_k)`` (or the harmonic mean
+  ``2 / (1/v0 + 1/lambda_k)``) of its initial value ``v0`` and its target ``lambda_k``,
+  located by linear interpolation in log-log coordinates. The law ``tau* ~ lambda^-alpha`` is
+  fitted by OLS of ``log tau*`` on ``log lambda``, separately for rising and decaying modes,
+  excluding the "gray zone" where the target is within 0.5x-2x of the initial variance.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Complex, Float
+
+from dynamics.validation import require_choice, require_range
+
+_THRESHOLDS = {
+    "geometric": lambda initial, target: jnp.sqrt(initial * target),
+    "harmonic": lambda initial, target: 2.0 / (1.0 / initial + 1.0 / target),
+}
+
+
+@jax.jit
+def mode_variances(
+    cov: Float[Array, "d d"], basis: Float[Array, "d k"] | Complex[Array, "d k"]
+) -> Float[Array, " k"]:
+    """Variance ``u_k^H C u_k`` of the covariance ``cov`` along each column ``u_k`` of ``basis``.
+
+    ``basis`` may be real orthonormal (e.g. the data eigenvectors) or complex unitary (e.g. the
+    normalised DFT for circulant models); the result is real.
+    """
+    return jnp.real(jnp.einsum("ik,ij,jk->k", jnp.conj(basis), cov, basis))
+
+
+@jax.jit
+def sample_mode_variances(
+    samples: Float[Array, "n d"], basis: Float[Array, "d k"] | Complex[Array, "d k"]
+) -> Float[Array, " k"]:
+    """Unbiased variance of ``samples`` along each column of ``basis``.
+
+    Projections ``u_k^H (x_i - mean)`` of the sample-mean-centred samples, squared in modulus and
+    summed with the ``1 / (n - 1)`` normalisation: ``mode_variances(sample covariance, basis)``
+    without forming the covariance.
+    """
+    centred = samples - jnp.mean(samples, axis=0, keepdims=True)
+    projections = centred @ jnp.conj(basis)
+    return jnp.sum(jnp.square(jnp.abs(projections)), axis=0) / (samples.shape[0] - 1)
+
+
+@partial(jax.jit, static_argnames="criterion")
+def emergence_time(
+    taus: Float[Array, " t"],
+    variance: Float[Array, " t"],
+    target: Float[Array, ""],
+    *,
+    criterion: str = "geometric",
+    initial: Float[Array, ""] | None = None,
+) -> tuple[Float[Array, ""], Bool[Array, ""]]:
+    """Emergence time of ONE mode whose variance ``variance[i]`` was recorded at times ``taus[i]``.
+
+    ``v0 = initial`` if given, else ``variance[0]``; the threshold is ``sqrt(v0 * target)``
+    (``criterion="geometric"``) or ``2 / (1/v0 + 1/target)`` (``"harmonic"``), and the mode is
+    ``rising`` if ``v0 < threshold``. ``tau*`` is the first record at which the variance is past
+    the threshold (``>=`` rising, ``<=`` decaying), refined by linear interpolation of ``log tau``
+    against ``log variance`` between that record and the one before; it is ``taus[0]`` if the
+    very first record is already past it and NaN if the trajectory never crosses.
+    ``taus`` (increasing) and ``variance`` must be positive. Pure ``jnp``: vmap over modes and
+    jit freely ([WP] sec. 3-4, THEORY.md section 2). Returns ``(tau_star, rising)``.
+    """
+    threshold_of = _THRESHOLDS[require_choice("criterion", criterion, _THRESHOLDS)]
+    if taus.ndim != 1 or variance.shape != taus.shape:
+        raise ValueError(
+            f"variance: must have the shape of taus {taus.shape} (one mode); got {variance.shape}"
+        )
+    start = variance[0] if initial is None else initial
+    threshold = threshold_of(start, target)
+    rising = start < threshold
+    crossed = jnp.where(rising, variance >= threshold, variance <= threshold)
+    upper = jnp.argmax(crossed)
+    lower = jnp.maximum(upper - 1, 0)
+    log_tau, log_var = jnp.log(taus), jnp.log(variance)
+    bracketed = upper > lower
+    span = jnp.where(bracketed, log_var[upper] - log_var[lower], 1.0)
+    fraction = jnp.where(bracketed, (jnp.log(threshold) - log_var[lower]) / span, 0.0)
+    tau_star = jnp.exp(log_tau[lower] + fraction * (log_tau[upper] - log_tau[lower]))
+    return jnp.where(jnp.any(crossed), tau_star, jnp.nan), rising
+
+
+def _ols_log_log(lam: np.ndarray, tau_star: np.ndarray) -> dict[str, float]:
+    """OLS of ``log tau*`` on ``log lam``: ``alpha = -slope``, intercept, ``r2`` (NaN, < 2 modes)."""
+    n_modes = lam.size
+    x, y = np.log(lam), np.log(tau_star)
+    sxx = np.sum(np.square(x - x.mean())) if n_modes else 0.0
+    if n_modes < 2 or sxx == 0.0:
+        return {"alpha": np.nan, "intercept": np.nan, "r2": np.nan, "n_modes": n_modes}
+    slope = np.sum((x - x.mean()) * (y - y.mean())) / sxx
+    intercept = y.mean() - slope * x.mean()
+    ss_res = np.sum(np.square(y - intercept - slope * x))
+    ss_tot = np.sum(np.square(y - y.mean()))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else np.nan
+    return {
+        "alpha": float(-slope),
+        "intercept": float(intercept),
+        "r2": float(r2),
+        "n_modes": n_modes,
+    }
+
+
+def fit_power_law(
+    lam: ArrayLike,
+    tau_star: ArrayLike,
+    initial: ArrayLike,
+    rising: ArrayLike,
+    *,
+    gray_zone: tuple[float, float] = (0.5, 2.0),
+) -> dict[str, dict[str, float]]:
+    """Fit ``tau* = exp(intercept) lam^-alpha`` by OLS in log-log, on the host (numpy).
+
+    ``lam`` are the target variances, ``tau_star`` and ``rising`` come from
+    :func:`emergence_time` and ``initial`` is each mode's initial variance (broadcast). A mode
+    is excluded if its ``tau*`` is not finite (it never emerged) or if it is in the gray zone,
+    ``gray_zone[0] * initial <= lam <= gray_zone[1] * initial``. Returns
+    ``{"rising": ..., "decaying": ..., "all": ...}``, each a dict with ``alpha`` (= -slope),
+    ``intercept``, ``r2``, ``n_modes`` (used in the fit; ``alpha`` NaN if fewer than 2),
+    ``n_gray`` (excluded as gray) and ``n_nan`` (non-gray modes excluded for a non-finite ``tau*``).
+    ``"all"`` pools both directions under the same exclusions ([WP] sec. 3-4).
+    """
+    low, high = require_range("gray_zone", gray_zone, low=0.0)
+    if low > high:
+        raise ValueError(f"gray_zone: needs gray_zone[0] <= gray_zone[1]; got {gray_zone}")
+    lam = np.asarray(lam, dtype=float)
+    tau_star = np.asarray(tau_star, dtype=float)
+    rising = np.asarray(rising, dtype=bool)
+    initial = np.broadcast_to(np.asarray(initial, dtype=float), lam.shape)
+    gray = (lam >= low * initial) & (lam <= high * initial)
+    finite = np.isfinite(tau_star)
+    result = {}
+    for name, group in (("rising", rising), ("decaying", ~rising), ("all", np.ones_like(rising))):
+        used = group & ~gray & finite
+        fit = _ols_log_log(lam[used], tau_star[used])
+        fit["n_gray"] = int(np.sum(group & gray))
+        fit["n_nan"] = int(np.sum(group & ~gray & ~finite))
+        result[name] = fit
+    return result
+
+
+@jax.jit
+def kl_per_mode(variance: ArrayLike, target: ArrayLike) -> Float[Array, "..."]:
+    """``KL(N(0, variance) || N(0, target)) = (r - 1 - ln r) / 2`` per mode, ``r = variance/target``
+
+    Summed over the eigenmodes this is the KL between the generated and data Gaussians when
+    both are diagonal in the same basis (THEORY.md section 2).
+    """
+    ratio = jnp.asarray(variance) / jnp.asarray(target)
+    return 0.5 * (ratio - 1.0 - jnp.log(ratio))
+
+
+@jax.jit
+def gaussian_kl(cov_p: Float[Array, "d d"], cov_q: Float[Array, "d d"]) -> Float[Array, ""]:
+    """``KL(N(0, cov_p) || N(0, cov_q)) = (Tr[Q^-1 P] - d + ln det Q - ln det P) / 2``.
+
+    Both covariances must be symmetric positive definite (computed via Cholesky factors; a
+    non-PD input gives NaN).
+    """
+    chol_p = jnp.linalg.cholesky(cov_p)
+    chol_q = jnp.linalg.cholesky(cov_q)
+    whitened = jsl.solve_triangular(chol_q, chol_p, lower=True)
+    log_det_ratio = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_q)) - jnp.log(jnp.diagonal(chol_p)))
+    return 0.5 * (jnp.sum(jnp.square(whitened)) - cov_p.shape[0] + log_det_ratio)
+
+
+@jax.jit
+def half_relaxation_time(taus: Float[Array, " t"], curve: Float[Array, " t"]) -> Float[Array, ""]:
+    """Time at which ``curve`` (ONE mode, recorded at increasing ``taus``) has covered half of its
+    change from ``curve[0]`` to ``curve[-1]``; linear interpolation in ``log tau``.
+
+    For an exponential relaxation ``c(tau) = c_inf + (c_0 - c_inf) exp(-r tau)`` recorded until
+    it has converged this is ``ln 2 / r``, so ratios of half-times measure ratios of rates.
+    """
+    fraction = (curve - curve[0]) / (curve[-1] - curve[0])
+    upper = jnp.argmax(fraction >= 0.5)
+    lower = jnp.maximum(upper - 1, 0)
+    span = jnp.where(upper > lower, fraction[upper] - fraction[lower], 1.0)
+    weight = jnp.where(upper > lower, (0.5 - fraction[lower]) / span, 0.0)
+    log_taus = jnp.log(taus)
+    return jnp.exp(log_taus[lower] + weight * (log_taus[upper] - log_taus[lower]))

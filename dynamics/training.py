@@ -1,0 +1,215 @@
+"""Training loops: optax gradient descent as one ``lax.scan``, and gradient flow as an ODE.
+
+Conventions (THEORY.md section 1): losses are the un-halved summed squared error of
+:mod:`dynamics.objectives`; training time is ``tau = learning_rate * steps``; gradient flow is
+``d theta / d tau = -eta grad L(theta)`` so that plain gradient descent with step ``eta`` is its
+explicit Euler discretisation (``tau = eta * steps``).
+
+The pattern is PureJaxRL's: :func:`make_train` closes over everything static (number of steps,
+recording grid, optimizer family) and returns a pure ``train(key, hparams)`` that can be
+``jax.jit(jax.vmap(...))``-ed over seeds and over every numeric hyperparameter in ``hparams``
+(learning rate, init scale, spectrum, noise level, ...), so one compiled program runs a whole grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from dynamics.validation import ConfigError, require_choice
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": optax.sgd,  # plain gradient descent: no momentum
+    "adam": optax.adam,
+}
+
+InitFn = Callable[[PRNGKeyArray, PyTree], PyTree]
+LossFn = Callable[[PyTree, PRNGKeyArray, PyTree], Float[Array, ""]]
+
+
+class Trajectory(NamedTuple):
+    """Parameters and loss recorded during training.
+
+    ``params`` has the structure of the model's parameters with a leading ``record`` axis;
+    ``loss[i]`` is the training loss at ``params[i]``, i.e. after ``steps[i]`` updates.
+    """
+
+    params: PyTree
+    loss: Float[Array, " record"]
+    steps: Int[Array, " record"]
+
+
+def log_spaced_steps(num_steps: int, num_records: int, *, include_zero: bool = True) -> tuple[int, ...]:
+    """About ``num_records`` distinct integers log-spaced in ``[1, num_steps]`` (plus ``0``).
+
+    Rounding merges close values at small step counts, so fewer may be returned.
+    """
+    spaced = np.unique(np.round(np.geomspace(1, num_steps, num_records)).astype(int))
+    return ((0,) if include_zero else ()) + tuple(int(s) for s in spaced)
+
+
+def make_train(
+    init: InitFn,
+    loss: LossFn,
+    *,
+    num_steps: int,
+    record_steps: Sequence[int],
+    optimizer: str = "sgd",
+) -> Callable[[PRNGKeyArray, PyTree], Trajectory]:
+    """Build ``train(key, hparams) -> Trajectory`` running ``num_steps`` optimizer updates.
+
+    Args:
+        init: ``init(key, hparams) -> params``.
+        loss: ``loss(params, key, hparams) -> scalar``; ``key`` is fresh at every step
+            (``fold_in(key, step)``), for Monte Carlo losses with fresh noise each step.
+        num_steps: number of updates (static).
+        record_steps: increasing step counts in ``[0, num_steps]`` at which the parameters are
+            recorded inside the compiled loop (no host round trip).
+        optimizer: ``"sgd"`` (plain gradient descent) or ``"adam"``; the learning rate is
+            ``hparams["learning_rate"]`` and may be a traced (vmapped) array.
+    """
+    require_choice("optimizer", optimizer, OPTIMIZERS)
+    records = np.asarray(record_steps, dtype=np.int64)
+    if records.ndim != 1 or records.size == 0 or np.any(np.diff(records) <= 0):
+        raise ConfigError("record_steps: must be a non-empty strictly increasing sequence")
+    if records[0] < 0 or records[-1] > num_steps:
+        raise ConfigError(f"record_steps: allowed range [0, num_steps={num_steps}]")
+    num_records = records.size
+    # A trailing sentinel that no step index equals, so the slot pointer may run past the end.
+    targets = jnp.asarray(np.append(records, -1))
+
+    def train(key: PRNGKeyArray, hparams: PyTree) -> Trajectory:
+        init_key, loop_key = jax.random.split(key)
+        params = init(init_key, hparams)
+        transform = OPTIMIZERS[optimizer](learning_rate=hparams["learning_rate"])
+        buffer = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params)
+        carry = (params, transform.init(params), buffer, jnp.zeros(num_records), 0)
+
+        def step(carry, index):
+            params, opt_state, buffer, losses, slot = carry
+            value, grads = jax.value_and_grad(loss)(params, jax.random.fold_in(loop_key, index), hparams)
+            hit = index == targets[slot]
+            row = jnp.minimum(slot, num_records - 1)
+            buffer = jax.tree.map(
+                lambda b, p: b.at[row].set(jnp.where(hit, p, b[row])), buffer, params
+            )
+            losses = losses.at[row].set(jnp.where(hit, value, losses[row]))
+            updates, opt_state = transform.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state, buffer, losses, slot + hit.astype(int)), None
+
+        # Index num_steps only records; the update it also computes is discarded.
+        (_, _, buffer, losses, _), _ = jax.lax.scan(step, carry, jnp.arange(records[-1] + 1))
+        return Trajectory(buffer, losses, jnp.asarray(records))
+
+    return train
+
+
+def gradient_flow(
+    loss: Callable[[PyTree], Float[Array, ""]],
+    params0: PyTree,
+    taus: Float[Array, " record"],
+    *,
+    eta: Float[Array, ""] | float = 1.0,
+    solver: diffrax.AbstractSolver | None = None,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    max_steps: int = 1_000_000,
+) -> PyTree:
+    """Solve ``d theta/d tau = -eta grad L(theta)`` numerically from ``theta(0) = params0``.
+
+    For any differentiable loss (deep linear and nonlinear denoisers). The default solver is
+    diffrax's adaptive explicit ``Tsit5``: its step count grows like ``rate_max * tau_max``
+    where ``rate_max`` is the largest curvature rate near the path (``8 eta lambda_max`` for the
+    symmetric two-layer denoiser). Quadratic losses (affine denoisers), whose rates reach
+    ``2 eta (sigma_max^2 + lambda)``, are solved exactly by :func:`quadratic_gradient_flow`.
+    Returns the parameters with a leading axis over ``taus`` (increasing, >= 0).
+    """
+    solver = diffrax.Tsit5() if solver is None else solver
+    velocity = jax.grad(loss)
+
+    def vector_field(tau, params, rate):
+        return jax.tree.map(lambda g: -rate * g, velocity(params))
+
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        solver,
+        t0=0.0,
+        t1=taus[-1],
+        dt0=None,
+        y0=params0,
+        args=jnp.asarray(eta),
+        saveat=diffrax.SaveAt(ts=taus),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+    )
+    return solution.ys
+
+
+def _quadratic_solution(loss, params0, decay_integral):
+    """``theta = theta0 - V diag(decay_integral(h)) V^T grad L(theta0)`` over the Hessian's
+    eigenpairs ``(h, V)`` at ``theta0``: exact for quadratic ``L``."""
+    flat0, unravel = ravel_pytree(params0)
+    flat_loss = lambda flat: loss(unravel(flat))
+    gradient = jax.grad(flat_loss)(flat0)
+    curvature, vectors = jnp.linalg.eigh(jax.hessian(flat_loss)(flat0))
+    projected = vectors.T @ gradient
+
+    def at(time):
+        return unravel(flat0 - vectors @ (decay_integral(curvature, time) * projected))
+
+    return at
+
+
+def quadratic_gradient_flow(
+    loss: Callable[[PyTree], Float[Array, ""]],
+    params0: PyTree,
+    *,
+    eta: Float[Array, ""] | float = 1.0,
+) -> Callable[[Float[Array, ""]], PyTree]:
+    """Exact gradient flow ``d theta/d tau = -eta grad L`` of a quadratic loss, as ``theta(tau)``.
+
+    The Hessian ``H`` is computed once by autodiff in the flat parameter space and
+    eigendecomposed (as neural-tangents' ``predict``): with ``g0 = grad L(theta0)``,
+    ``theta(tau) = theta0 - V diag((1 - exp(-eta h tau)) / h) V^T g0`` (``eta tau`` where
+    ``h = 0``). No knowledge of the denoiser's structure is used, so it independently checks the
+    per-mode closed forms of :mod:`dynamics.theory`. Cost: one ``P x P`` eigendecomposition for
+    ``P`` parameters. The returned function broadcasts over nothing: ``jax.vmap`` it over taus.
+    """
+
+    def decay_integral(curvature, tau):
+        rate = eta * curvature
+        small = jnp.abs(rate * tau) < 1e-12
+        safe = jnp.where(small, 1.0, rate)
+        return eta * jnp.where(small, tau, -jnp.expm1(-safe * tau) / safe)
+
+    return _quadratic_solution(loss, params0, decay_integral)
+
+
+def quadratic_gradient_descent(
+    loss: Callable[[PyTree], Float[Array, ""]],
+    params0: PyTree,
+    *,
+    eta: Float[Array, ""] | float,
+) -> Callable[[Int[Array, ""]], PyTree]:
+    """Exact plain gradient descent with step ``eta`` on a quadratic loss, as ``theta(steps)``.
+
+    ``theta_k = theta0 - V diag((1 - (1 - eta h)^k) / h) V^T g0``; used to check the
+    discrete-GD closed form and the ``eta -> 0`` limit without running ``k`` steps.
+    """
+
+    def decay_integral(curvature, steps):
+        factor = 1.0 - eta * curvature
+        small = jnp.abs(eta * curvature) < 1e-12
+        safe = jnp.where(small, 1.0, curvature)
+        return jnp.where(small, eta * steps, (1.0 - factor**steps) / safe)
+
+    return _quadratic_solution(loss, params0, decay_integral)

@@ -1,0 +1,24 @@
+"""Studies: one module per experiment, each a reproducible run with a CLI, figures and a
+measured-vs-predicted table.
+
+An experiment module provides ``NAME``, a frozen ``Config`` dataclass, ``PRESETS`` (``quick``
+first, the default; ``paper``), ``validate(config)``, ``run(config) -> xarray.Dataset``,
+``summary(dataset, config) -> dict``, ``summary_markdown(summary) -> str`` and
+``plot(dataset, config) -> dict[str, Figure]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from dynamics.validation import require_choice
+
+EXPERIMENTS: dict[str, str] = {
+    "spectral-bias": "experiments.spectral_bias",
+}
+
+
+def get(name: str) -> ModuleType:
+    """The experiment module registered as ``name``."""
+    return importlib.import_module(EXPERIMENTS[require_choice("experiment", name, EXPERIMENTS)])

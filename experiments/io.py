@@ -1,0 +1,75 @@
+"""Atomic outputs: every file is written to a temporary name and renamed into place, and a run
+directory appears only when the run has completed (no partial output directory)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import xarray as xr
+
+
+def _atomic_path(path: Path) -> tuple[Path, Path]:
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    os.chmod(temporary, 0o644)  # mkstemp's 0600 would make results private to the writer
+    return path, Path(temporary)
+
+
+def write_text(path: Path, text: str) -> None:
+    path, temporary = _atomic_path(path)
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, payload) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def write_dataset(path: Path, dataset: xr.Dataset) -> None:
+    """netCDF (h5netcdf engine) written atomically."""
+    path, temporary = _atomic_path(path)
+    dataset.to_netcdf(temporary, engine="h5netcdf")
+    os.replace(temporary, path)
+
+
+def save_figure(path: Path, figure) -> None:
+    path, temporary = _atomic_path(path)
+    figure.savefig(temporary, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def run_directory(out: Path) -> Iterator[Path]:
+    """Yield a fresh staging directory beside ``out``; on success it replaces ``out``.
+
+    On any exception the staging directory is removed and ``out`` is left as it was.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    os.chmod(staging, 0o755)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        os.replace(out, retired / out.name)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out)
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,1 @@
+"""Models: denoisers (``models.denoisers``) and data distributions (``models.distributions``)."""

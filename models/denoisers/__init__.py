@@ -1,0 +1,19 @@
+"""Pure-functional denoisers.
+
+Each denoiser is a frozen (hashable, static) dataclass holding only shape-determining settings,
+with pure methods over plain pytrees of parameters:
+
+* ``init(key, scale) -> params``: ``scale`` is the traced init scale ``Q`` (may be vmapped);
+* ``apply(params, x, sigma) -> x_hat`` for ONE sample ``x`` (vmap outside);
+* ``affine(params) -> (A, c)`` for denoisers affine in ``x`` (``D(x) = A x + c``), which makes the
+  exact population loss and exact covariance propagation available.
+
+Models here are independent per noise level (one parameter set per sigma node, as in [WP]);
+``dynamics.sampling.grid_denoiser`` interpolates a grid of them in ``log sigma``.
+"""
+
+from models.denoisers.convolution import Circulant, Patch, circulant_matrix
+from models.denoisers.deep_linear import DeepLinear, SymmetricTwoLayer
+from models.denoisers.linear import Linear
+
+__all__ = ["Circulant", "DeepLinear", "Linear", "Patch", "SymmetricTwoLayer", "circulant_matrix"]

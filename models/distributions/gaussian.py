@@ -1,0 +1,119 @@
+"""Gaussian data ``x0 ~ N(mu, Sigma)``, ``Sigma = U diag(lambda) U^T``, with chosen spectra.
+
+Spectra: log-spaced (the [WP] figure grid), power law, log-normal (``exp(N(0, s^2))`` normalised
+to mean 1, [WP] sec. 6), or any given values. The eigenbasis is the identity, a Haar-random
+rotation, or (:func:`stationary_data`) the unitary DFT basis of a stationary periodic signal.
+Linear denoisers see the data only through ``(mu, Sigma)`` (Gaussian equivalence, [WP] sec. 3);
+:func:`empirical_data` gives the statistics of a finite training set instead.
+
+Input checks (:func:`validate_spectrum`, :func:`validate_covariance`) run on the host before any
+tracing and raise :class:`dynamics.validation.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Complex, Float, PRNGKeyArray
+
+from dynamics.validation import ConfigError, require_psd, require_range
+
+
+class GaussianData(NamedTuple):
+    """Mean, eigenvalues (per mode) and eigenbasis (columns; real or unitary complex)."""
+
+    mean: Float[Array, " d"]
+    eigenvalues: Float[Array, " d"]
+    basis: Float[Array, "d d"] | Complex[Array, "d d"]
+
+    @property
+    def covariance(self) -> Float[Array, "d d"]:
+        return jnp.real((self.basis * self.eigenvalues) @ jnp.conj(self.basis).T)
+
+
+def validate_spectrum(values: ArrayLike, field: str = "spectrum") -> np.ndarray:
+    """Variances must be finite and >= 0."""
+    return require_range(field, values, low=0.0)
+
+
+def validate_covariance(cov: ArrayLike, field: str = "covariance") -> np.ndarray:
+    """A covariance must be finite, symmetric and positive semi-definite."""
+    return require_psd(field, cov)
+
+
+def log_spaced_spectrum(num: int, lam_min: float, lam_max: float) -> Float[Array, " num"]:
+    """``num`` variances log-spaced in ``[lam_min, lam_max]`` (increasing)."""
+    validate_spectrum([lam_min, lam_max], "lam_min/lam_max")
+    return jnp.geomspace(lam_min, lam_max, num)
+
+
+def power_law_spectrum(num: int, exponent: float, scale: float = 1.0) -> Float[Array, " num"]:
+    """``lambda_k = scale * k^-exponent`` for ``k = 1..num`` (decreasing)."""
+    return scale * jnp.arange(1, num + 1, dtype=float) ** (-exponent)
+
+
+def log_normal_spectrum(key: PRNGKeyArray, num: int, log_std: float = 1.0) -> Float[Array, " num"]:
+    """``exp(N(0, log_std^2))`` variances normalised to mean 1 ([WP] sec. 6 Gaussian data)."""
+    values = jnp.exp(log_std * jax.random.normal(key, (num,)))
+    return values / jnp.mean(values)
+
+
+def random_rotation(key: PRNGKeyArray, dim: int) -> Float[Array, "d d"]:
+    """Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign of ``diag(R)`` fixed)."""
+    q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim)))
+    return q * jnp.sign(jnp.diagonal(r))
+
+
+def gaussian_data(
+    eigenvalues: ArrayLike, basis: ArrayLike | None = None, mean: ArrayLike | None = None
+) -> GaussianData:
+    """Validated :class:`GaussianData`; ``basis`` defaults to the identity, ``mean`` to zero."""
+    values = jnp.asarray(validate_spectrum(eigenvalues))
+    dim = values.shape[0]
+    basis = jnp.eye(dim) if basis is None else jnp.asarray(basis)
+    mean = jnp.zeros(dim) if mean is None else jnp.asarray(mean, dtype=values.dtype)
+    if basis.shape != (dim, dim) or mean.shape != (dim,):
+        raise ConfigError(
+            f"basis/mean: shapes must be ({dim}, {dim}) and ({dim},); got {basis.shape} and {mean.shape}"
+        )
+    return GaussianData(mean, values, basis)
+
+
+def from_covariance(cov: ArrayLike, mean: ArrayLike | None = None) -> GaussianData:
+    """:class:`GaussianData` from a validated PSD covariance (eigendecomposition, increasing)."""
+    eigenvalues, basis = jnp.linalg.eigh(jnp.asarray(validate_covariance(cov)))
+    return gaussian_data(jnp.clip(eigenvalues, 0.0), basis, mean)
+
+
+def dft_basis(n: int) -> Complex[Array, "n n"]:
+    """Unitary DFT basis: column ``k`` is ``exp(2 pi i k n / N) / sqrt(N)``."""
+    return jnp.fft.ifft(jnp.eye(n), axis=0, norm="ortho")
+
+
+def stationary_data(power: ArrayLike) -> GaussianData:
+    """Stationary periodic Gaussian signal with power spectrum ``power`` (per DFT frequency).
+
+    A real signal needs ``power[k] == power[N - k]``; the covariance is circulant and the
+    eigenbasis is the unitary DFT basis, so ``eigenvalues[k]`` is the variance of frequency ``k``.
+    """
+    values = validate_spectrum(power, "power")
+    if not np.allclose(values, np.roll(values[::-1], 1)):
+        raise ConfigError("power: a real stationary signal needs power[k] == power[N-k]")
+    return gaussian_data(values, dft_basis(values.shape[0]))
+
+
+def sample(key: PRNGKeyArray, data: GaussianData, num: int) -> Float[Array, "num d"]:
+    """``num`` samples of ``N(mean, covariance)``."""
+    scale = jnp.linalg.cholesky(data.covariance + 1e-12 * jnp.eye(data.mean.shape[0]))
+    return data.mean + jax.random.normal(key, (num, data.mean.shape[0])) @ scale.T
+
+
+def empirical_data(samples: Float[Array, "n d"]) -> tuple[Float[Array, " d"], Float[Array, "d d"]]:
+    """Mean and (1/n-normalised) covariance of a training set: the statistics that the exact
+    population loss of a linear denoiser trained on these samples depends on."""
+    mean = jnp.mean(samples, axis=0)
+    centred = samples - mean
+    return mean, centred.T @ centred / samples.shape[0]
