@@ -51,7 +51,7 @@ from dynamics.validation import (
     require_range,
 )
 from models.denoisers import Circulant, DeepLinear, Linear, Patch, SymmetricTwoLayer
-from models.distributions.gaussian import GaussianData, random_rotation, stationary_data
+from models.distributions.gaussian import GaussianData, fourier_frequencies, random_rotation, stationary_data
 
 NAME = "spectral-bias"
 FAMILIES = ("one_layer", "two_layer", "deep_linear", "circulant", "patch")
@@ -73,6 +73,7 @@ class Config:
     num_modes: int = 12  # data dimension d (pixels N for the convolutional families)
     lam_min: float = 1e-2  # smallest data variance
     lam_max: float = 10.0  # largest data variance
+    spectrum: tuple[float, ...] = ()  # given data variances (override num_modes, lam_min, lam_max)
     q: tuple[float, ...] = (0.1,)  # init scales Q in [0, 1]
     q_reference: float = 0.1  # the Q whose fitted exponent is the headline number
     eta: float = 1.0  # learning rate of the gradient flow
@@ -113,7 +114,16 @@ PRESETS = {
 
 
 def validate(config: Config) -> Config:
-    """Check every field on the host; raise :class:`ConfigError` naming the first bad one."""
+    """Check every field on the host; raise :class:`ConfigError` naming the first bad one.
+
+    Returns the config with ``num_modes``, ``lam_min`` and ``lam_max`` taken from ``spectrum``
+    when one is given.
+    """
+    if config.spectrum:
+        values = require_range("spectrum", config.spectrum, low=0.0, low_open=True)
+        config = dataclasses.replace(
+            config, num_modes=len(values), lam_min=float(values.min()), lam_max=float(values.max())
+        )
     for family in config.families:
         require_choice("families", family, FAMILIES)
     if not config.families:
@@ -158,7 +168,10 @@ def validate(config: Config) -> Config:
 
 
 def spectrum(config: Config) -> np.ndarray:
-    """Data variances: ``num_modes`` values log-spaced in ``[lam_min, lam_max]``."""
+    """Data variances (increasing): the given ``spectrum``, else ``num_modes`` values log-spaced
+    in ``[lam_min, lam_max]``."""
+    if config.spectrum:
+        return np.sort(np.asarray(config.spectrum, dtype=float))
     return np.geomspace(config.lam_min, config.lam_max, config.num_modes)
 
 
@@ -248,12 +261,17 @@ def simulate_run(config: Config, family: str, q, key) -> Simulation:
     weight = jax.vmap(jax.vmap(mode_diagonal))(at_weight_nodes)  # (tau, weight_sigma, mode)
 
     def exact_variance(params_grid):
-        affine = lambda sigma: model.affine(interpolate_log_sigma(params_grid, nodes, sigma))
+        # Propagated in the data eigenbasis, where the solver's per-component tolerance is
+        # relative to each mode's own variance (small modes stay accurate).
+        def affine(sigma):
+            matrix, offset = model.affine(interpolate_log_sigma(params_grid, nodes, sigma))
+            return data.basis.T @ matrix @ data.basis, data.basis.T @ offset
+
         cov = generated_covariance(
             affine, config.num_modes, sigma_max=config.sigma_max, sigma_min=config.sigma_min,
             rtol=config.rtol, atol=1e-3 * config.rtol,
         )
-        return measures.mode_variances(cov, data.basis)
+        return jnp.diagonal(cov)
 
     variance = jax.lax.map(exact_variance, trajectory)
     sampled = jnp.full_like(variance, jnp.nan)
@@ -304,22 +322,33 @@ def theory(config: Config, family: str) -> Theory:
     tau = jnp.asarray(taus(config))[None, None, :, None]
     ends = dict(sigma_min=config.sigma_min, sigma_max=config.sigma_max)
     n, eta = config.num_modes, config.eta
+    shape = (len(config.q), len(config.weight_sigmas), config.num_tau, n)
     if family in CONVOLUTIONAL:
-        power = jnp.asarray(power_spectrum(config))[None, None, None, :]
-        cov_patch = convolution.patch_covariance(convolution.stationary_covariance(power[0, 0, 0]), config.kernel_size)
-    else:
+        weight, variance = _convolution_theory(config, family, q, sigma, tau, ends)
+    elif family == "one_layer":
         lam = jnp.asarray(spectrum(config))[None, None, None, :]
-    if family == "one_layer":
         weight = linear.weights(lam, q, tau, sigma, eta=eta)
         variance = linear.generated_variance(lam[0], q[:, 0], tau[:, 0], eta=eta, **ends)
     elif family == "two_layer" or (family == "deep_linear" and has_deep_closed_form(config)):
+        lam = jnp.asarray(spectrum(config))[None, None, None, :]
         symmetric = family == "two_layer"
         weight = deep_linear.weights(lam, q, tau, sigma, eta=eta, symmetric=symmetric)
         variance = deep_linear.generated_variance(lam[0], q[:, 0], tau[:, 0], eta=eta, symmetric=symmetric, **ends)
-    elif family == "circulant":
+    else:  # deep_linear beyond depth 2 with aligned init: no closed form (THEORY.md 3)
+        weight = jnp.full(shape, jnp.nan)
+        variance = weight[:, 0]
+    return Theory(jnp.broadcast_to(weight, shape), variance)
+
+
+def _convolution_theory(config: Config, family: str, q, sigma, tau, ends):
+    """Circulant (closed form) or patch (Fourier quadrature) theory, per real Fourier mode."""
+    n, eta = config.num_modes, config.eta
+    power = jnp.asarray(power_spectrum(config))[None, None, None, :]
+    if family == "circulant":
         weight = convolution.circulant_weights(power, q, tau, sigma, n_pixels=n, eta=eta)
         variance = convolution.circulant_generated_variance(power[0], q[:, 0], tau[:, 0], n_pixels=n, eta=eta, **ends)
-    elif family == "patch":
+    else:
+        cov_patch = convolution.patch_covariance(convolution.stationary_covariance(power[0, 0, 0]), config.kernel_size)
         centre = jnp.eye(config.kernel_size)[config.kernel_size // 2]
 
         def patch_weight(q_value, sigma_value, tau_value):
@@ -328,11 +357,8 @@ def theory(config: Config, family: str) -> Theory:
 
         weight = jnp.vectorize(patch_weight, signature="(),(),()->(n)")(q[..., 0], sigma[..., 0], tau[..., 0])
         variance = convolution.patch_generated_variance(cov_patch, q[:, 0, :, 0], tau[:, 0, :, 0], n_pixels=n, eta=eta, **ends)
-    else:  # deep_linear beyond depth 2 / aligned init: no closed form (THEORY.md 3)
-        shape = (len(config.q), len(config.weight_sigmas), config.num_tau, n)
-        weight = jnp.full(shape, jnp.nan)
-        variance = weight[:, 0]
-    return Theory(jnp.broadcast_to(weight, (len(config.q), len(config.weight_sigmas), config.num_tau, n)), variance)
+    columns = fourier_frequencies(n)  # the DFT frequency of each real Fourier mode
+    return weight[..., columns], variance[..., columns]
 
 
 # ----------------------------------------------------------------------------- measures
@@ -369,7 +395,7 @@ def circulant_rate_ratio(config: Config, sigma: float = 1.0) -> np.ndarray:
 
 def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
     """Simulate and predict every family; return one labelled dataset (see module docstring)."""
-    validate(config)
+    config = validate(config)
     with jax.enable_x64(True):
         return _run(config)
 
@@ -385,7 +411,7 @@ def _run(config: Config) -> xr.Dataset:
         predicted = np.broadcast_to(np.asarray(getattr(pred[family], field))[:, None], simulated.shape)
         return np.stack([predicted, simulated])
 
-    lam = np.stack([power_spectrum(config) if f in CONVOLUTIONAL else spectrum(config) for f in families])
+    lam = np.stack([np.asarray(stationary(config).eigenvalues) if f in CONVOLUTIONAL else spectrum(config) for f in families])
     variance = np.stack([both(f, "variance") for f in families], axis=1)
     weight = np.stack([both(f, "weight") for f in families], axis=1)
     sampled = np.stack([np.asarray(sim[f].sampled) for f in families])

@@ -2,7 +2,7 @@
 
 Spectra: log-spaced (the [WP] figure grid), power law, log-normal (``exp(N(0, s^2))`` normalised
 to mean 1, [WP] sec. 6), or any given values. The eigenbasis is the identity, a Haar-random
-rotation, or (:func:`stationary_data`) the unitary DFT basis of a stationary periodic signal.
+rotation, or (:func:`stationary_data`) the real Fourier basis of a stationary periodic signal.
 Linear denoisers see the data only through ``(mu, Sigma)`` (Gaussian equivalence, [WP] sec. 3);
 :func:`empirical_data` gives the statistics of a finite training set instead.
 
@@ -17,21 +17,21 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Complex, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from dynamics.validation import ConfigError, require_psd, require_range
 
 
 class GaussianData(NamedTuple):
-    """Mean, eigenvalues (per mode) and eigenbasis (columns; real or unitary complex)."""
+    """Mean, eigenvalues (per mode) and orthonormal eigenbasis (columns)."""
 
     mean: Float[Array, " d"]
     eigenvalues: Float[Array, " d"]
-    basis: Float[Array, "d d"] | Complex[Array, "d d"]
+    basis: Float[Array, "d d"]
 
     @property
     def covariance(self) -> Float[Array, "d d"]:
-        return jnp.real((self.basis * self.eigenvalues) @ jnp.conj(self.basis).T)
+        return (self.basis * self.eigenvalues[None, :]) @ self.basis.T
 
 
 def validate_spectrum(values: ArrayLike, field: str = "spectrum") -> np.ndarray:
@@ -64,7 +64,7 @@ def log_normal_spectrum(key: PRNGKeyArray, num: int, log_std: float = 1.0) -> Fl
 def random_rotation(key: PRNGKeyArray, dim: int) -> Float[Array, "d d"]:
     """Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign of ``diag(R)`` fixed)."""
     q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim)))
-    return q * jnp.sign(jnp.diagonal(r))
+    return q * jnp.sign(jnp.diagonal(r))[None, :]
 
 
 def gaussian_data(
@@ -88,32 +88,50 @@ def from_covariance(cov: ArrayLike, mean: ArrayLike | None = None) -> GaussianDa
     return gaussian_data(jnp.clip(eigenvalues, 0.0), basis, mean)
 
 
-def dft_basis(n: int) -> Complex[Array, "n n"]:
-    """Unitary DFT basis: column ``k`` is ``exp(2 pi i k n / N) / sqrt(N)``."""
-    return jnp.fft.ifft(jnp.eye(n), axis=0, norm="ortho")
+def fourier_frequencies(n: int) -> np.ndarray:
+    """DFT frequency of each column of :func:`real_fourier_basis`: ``0, 1, 1, 2, 2, ...``."""
+    return (np.arange(n) + 1) // 2
+
+
+def real_fourier_basis(n: int) -> Float[Array, "n n"]:
+    """Real orthonormal Fourier basis of periodic signals of ``n`` pixels.
+
+    Column 0 is the constant; columns ``2k - 1`` and ``2k`` are ``sqrt(2/n) cos(2 pi k m / n)``
+    and ``sqrt(2/n) sin(2 pi k m / n)``; for even ``n`` the last column is the Nyquist
+    ``(-1)^m / sqrt(n)``. It diagonalises every circulant matrix (cos/sin pairs share a variance).
+    """
+    pixels = np.arange(n)[:, None]
+    frequency = fourier_frequencies(n)[None, :]
+    is_sine = (np.arange(n) % 2 == 0)[None, :] & (frequency > 0)
+    angle = 2 * np.pi * frequency * pixels / n
+    columns = np.where(is_sine, np.sin(angle), np.cos(angle))
+    norms = np.linalg.norm(columns, axis=0)
+    return jnp.asarray(columns / norms[None, :])
 
 
 def stationary_data(power: ArrayLike) -> GaussianData:
     """Stationary periodic Gaussian signal with power spectrum ``power`` (per DFT frequency).
 
-    A real signal needs ``power[k] == power[N - k]``; the covariance is circulant and the
-    eigenbasis is the unitary DFT basis, so ``eigenvalues[k]`` is the variance of frequency ``k``.
+    A real signal needs ``power[k] == power[N - k]``; the covariance is circulant,
+    ``F^H diag(power) F`` with the unitary DFT ``F``. The eigenbasis is the
+    :func:`real_fourier_basis`, so ``eigenvalues[j] = power[fourier_frequencies(N)[j]]``.
     """
     values = validate_spectrum(power, "power")
     if not np.allclose(values, np.roll(values[::-1], 1)):
         raise ConfigError("power: a real stationary signal needs power[k] == power[N-k]")
-    return gaussian_data(values, dft_basis(values.shape[0]))
+    n = values.shape[0]
+    return gaussian_data(values[fourier_frequencies(n)], real_fourier_basis(n))
 
 
 def sample(key: PRNGKeyArray, data: GaussianData, num: int) -> Float[Array, "num d"]:
     """``num`` samples of ``N(mean, covariance)``."""
     scale = jnp.linalg.cholesky(data.covariance + 1e-12 * jnp.eye(data.mean.shape[0]))
-    return data.mean + jax.random.normal(key, (num, data.mean.shape[0])) @ scale.T
+    return data.mean[None, :] + jax.random.normal(key, (num, data.mean.shape[0])) @ scale.T
 
 
 def empirical_data(samples: Float[Array, "n d"]) -> tuple[Float[Array, " d"], Float[Array, "d d"]]:
     """Mean and (1/n-normalised) covariance of a training set: the statistics that the exact
     population loss of a linear denoiser trained on these samples depends on."""
     mean = jnp.mean(samples, axis=0)
-    centred = samples - mean
+    centred = samples - mean[None, :]
     return mean, centred.T @ centred / samples.shape[0]

@@ -1,0 +1,141 @@
+"""The spectral-bias study: schema, theory vs simulation, the quick run end to end, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from experiments import cli, spectral_bias
+
+SMALL = spectral_bias.Config(
+    families=("one_layer", "circulant", "patch"),
+    num_modes=6,
+    q=(0.1, 0.6),
+    num_tau=14,
+    num_sigma_nodes=24,
+    seeds=2,
+    num_samples=400,
+)
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    return spectral_bias.run(SMALL)
+
+
+def test_dataset_schema(small_run):
+    ds = small_run
+    assert list(ds.source.values) == ["theory", "simulation"]
+    assert ds.variance.dims == ("source", "family", "q", "seed", "tau", "mode")
+    assert ds.variance.shape == (2, 3, 2, 2, 14, 6)
+    assert ds.weight.dims == ("source", "family", "q", "seed", "sigma", "tau", "mode")
+    np.testing.assert_allclose(ds.tau, np.geomspace(1e-3, 1e2, 14))
+    np.testing.assert_allclose(ds.lam.sel(family="one_layer"), np.geomspace(1e-2, 10.0, 6))
+
+
+def test_simulation_follows_theory(small_run):
+    ds = small_run
+    deviation = np.abs(ds.variance.sel(source="simulation") / ds.variance.sel(source="theory") - 1)
+    assert float(deviation.sel(family="one_layer").max()) < 0.02
+    assert float(deviation.max()) < 0.1
+    weight_gap = np.abs(ds.weight.sel(source="simulation") - ds.weight.sel(source="theory"))
+    assert float(weight_gap.max()) < 1e-8  # trained weights are exact at the nodes
+
+
+def test_per_mode_results_do_not_depend_on_the_random_rotation(small_run):
+    one_layer = small_run.variance.sel(source="simulation", family="one_layer")
+    # Equal up to the PF-ODE solver tolerance (rtol 1e-6 per step; global error ~1e-5).
+    np.testing.assert_allclose(one_layer.isel(seed=0), one_layer.isel(seed=1), rtol=2e-4)
+
+
+def test_sampled_variance_within_monte_carlo_error(small_run):
+    sim = small_run.variance.sel(source="simulation")
+    relative = np.abs(small_run.variance_sampled / sim - 1)
+    assert float(relative.max()) < 5 * np.sqrt(2 / SMALL.num_samples)
+
+
+def test_quick_run_end_to_end(tmp_path):
+    """`diffdyn run spectral-bias` with the quick preset: files, headline numbers."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "spectral-bias", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("results.nc", "config.json", "summary.json", "summary.md", "weights.png", "variance.png", "emergence.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    families = summary["families"]
+    one_layer = families["one_layer"]
+    assert 0.9 < one_layer["alpha_theory"] < 1.1
+    assert abs(one_layer["alpha_simulation"] - one_layer["alpha_theory"]) < 0.05
+    for family in ("one_layer", "two_layer", "deep_linear"):
+        assert families[family]["max_rel_dev"] < 0.02
+    for family in ("circulant", "patch"):
+        assert families[family]["max_rel_dev"] < 0.1
+    ratio = summary["circulant_rate_ratio"]
+    assert abs(ratio["median"] / ratio["expected"] - 1) < 0.01
+    assert ratio["expected"] == 12
+    ds = xr.open_dataset(out / "results.nc", engine="h5netcdf")
+    assert {"source", "tau", "mode"} <= set(ds.variance.dims)
+    assert json.loads((out / "config.json").read_text())["preset"] == "quick"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        (["--lam-min", "-1"], "lam_min"),
+        (["--lam-min", "nan"], "lam_min"),
+        (["--spectrum", "1,-2,3"], "spectrum"),
+        (["--spectrum", "1,nan,3"], "spectrum"),
+        (["--q", "1.5"], "q"),
+        (["--q", "-0.1"], "q"),
+        (["--sigma-min", "80", "--sigma-max", "80"], "sigma_min"),
+        (["--no-such-field", "1"], "no_such_field"),
+        (["--num-modes", "many"], "num_modes"),
+        (["--families", "one_layer,mlp"], "families"),
+        (["--preset", "huge"], "preset"),
+    ],
+)
+def test_bad_input_fails_early_with_one_line(tmp_path, capsys, arguments, field):
+    out = tmp_path / "never"
+    assert cli.main(["run", "spectral-bias", "--out", str(out), *arguments]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"diffdyn: error: {field}: ")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_experiment_exit_code_from_the_console_script(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "no-such-study", "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "diffdyn: error: experiment: unknown value 'no-such-study'; allowed: spectral-bias"
+    assert not (tmp_path / "x").exists()
+
+
+def test_list_and_report(tmp_path, capsys):
+    assert cli.main(["list"]) == 0
+    assert capsys.readouterr().out.startswith("spectral-bias")
+    (tmp_path / "summary.md").write_text("# table\n")
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert "# table" in capsys.readouterr().out
+
+
+def test_overrides_are_typed():
+    config = cli.build_config(spectral_bias, "quick", ["--num-modes", "8", "--q=0.1,0.5", "--criterion", "harmonic"])
+    assert (config.num_modes, config.q, config.criterion) == (8, (0.1, 0.5), "harmonic")
+    config = cli.build_config(spectral_bias, "quick", ["--spectrum", "3,1,2,4"])
+    assert (config.num_modes, config.lam_min, config.lam_max) == (4, 1.0, 4.0)
+
+
+@pytest.mark.slow
+def test_paper_preset(tmp_path):
+    """[WP] figure settings (minutes on a laptop CPU)."""
+    config = spectral_bias.PRESETS["paper"]
+    ds = spectral_bias.run(config)
+    summary = spectral_bias.summary(ds, spectral_bias.validate(config))
+    one_layer = summary["families"]["one_layer"]
+    assert abs(one_layer["alpha_theory"] - 1.02) < 0.03
+    assert abs(one_layer["alpha_simulation"] - one_layer["alpha_theory"]) < 0.05
+    assert abs(summary["circulant_rate_ratio"]["median"] / 20 - 1) < 0.01
