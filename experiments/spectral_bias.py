@@ -21,7 +21,9 @@ Families (THEORY.md 2-4):
   is the study's spectrum; every rate is ``N`` times the full linear model's.
 * ``patch``: local filter of width ``kernel_size``; theory by quadrature in Fourier space.
 
-The one-layer, circulant and patch losses are quadratic: their flows are solved exactly through
+Training uses the exact loss given the data's mean and covariance: the population's, or with
+``n_train > 0`` those of ``n_train`` samples drawn per seed (the finite-training-set effect; the
+theory keeps the population spectrum). The one-layer, circulant and patch losses are quadratic: their flows are solved exactly through
 the autodiff Hessian (:func:`dynamics.training.quadratic_gradient_flow`). The two deep families
 are integrated with diffrax (:func:`dynamics.training.gradient_flow`).
 """
@@ -29,7 +31,7 @@ are integrated with diffrax (:func:`dynamics.training.gradient_flow`).
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
+from functools import lru_cache, partial
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -51,7 +53,15 @@ from dynamics.validation import (
     require_range,
 )
 from models.denoisers import Circulant, DeepLinear, Linear, Patch, SymmetricTwoLayer
-from models.distributions.gaussian import GaussianData, fourier_frequencies, random_rotation, stationary_data
+from models.distributions.gaussian import (
+    GaussianData,
+    empirical_data,
+    fourier_frequencies,
+    random_rotation,
+    sample,
+    stationary_data,
+    validate_covariance,
+)
 
 NAME = "spectral-bias"
 FAMILIES = ("one_layer", "two_layer", "deep_linear", "circulant", "patch")
@@ -74,6 +84,7 @@ class Config:
     lam_min: float = 1e-2  # smallest data variance
     lam_max: float = 10.0  # largest data variance
     spectrum: tuple[float, ...] = ()  # given data variances (override num_modes, lam_min, lam_max)
+    covariance: str = ""  # path of a .npy data covariance (d x d, positive definite) instead
     q: tuple[float, ...] = (0.1,)  # init scales Q in [0, 1]
     q_reference: float = 0.1  # the Q whose fitted exponent is the headline number
     eta: float = 1.0  # learning rate of the gradient flow
@@ -84,7 +95,8 @@ class Config:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     weight_sigmas: tuple[float, ...] = (0.1, 1.0, 10.0)  # extra nodes where weights are stored
-    seeds: int = 2  # random rotations of the data basis / random inits
+    seeds: int = 2  # random rotations of the data basis / random inits / training sets
+    n_train: int = 0  # 0: exact population statistics; n: train on the statistics of n samples
     depth: int = 2  # layers of the deep_linear family
     deep_init: str = "aligned"  # deep_linear init: aligned (balanced) or random (non-aligned)
     kernel_size: int = 3  # width of the patch filter (odd, < num_modes)
@@ -119,8 +131,14 @@ def validate(config: Config) -> Config:
     Returns the config with ``num_modes``, ``lam_min`` and ``lam_max`` taken from ``spectrum``
     when one is given.
     """
-    if config.spectrum:
-        values = require_range("spectrum", config.spectrum, low=0.0, low_open=True)
+    if config.spectrum and config.covariance:
+        raise ConfigError("covariance: give either spectrum or covariance, not both")
+    if config.spectrum or config.covariance:
+        values = (
+            require_range("spectrum", config.spectrum, low=0.0, low_open=True)
+            if config.spectrum
+            else np.linalg.eigvalsh(load_covariance(config.covariance))
+        )
         config = dataclasses.replace(
             config, num_modes=len(values), lam_min=float(values.min()), lam_max=float(values.max())
         )
@@ -145,6 +163,9 @@ def validate(config: Config) -> Config:
     require_increasing("sigma_min", config.sigma_min, "sigma_max", config.sigma_max)
     require_range("weight_sigmas", config.weight_sigmas, low=config.sigma_min, high=config.sigma_max)
     require_positive_int("seeds", config.seeds)
+    require_positive_int("n_train", config.n_train, minimum=0)
+    if config.n_train == 1:
+        raise ConfigError("n_train: must be 0 (population statistics) or >= 2")
     require_positive_int("depth", config.depth)
     require_choice("deep_init", config.deep_init, DEEP_INITS)
     require_positive_int("kernel_size", config.kernel_size)
@@ -167,18 +188,42 @@ def validate(config: Config) -> Config:
 # Grids are numpy (host constants), so they stay concrete inside traced code.
 
 
+@lru_cache(maxsize=8)
+def load_covariance(path: str) -> np.ndarray:
+    """A positive-definite data covariance from a ``.npy`` file (validated on the host)."""
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"covariance: cannot read {path!r} as a .npy matrix ({error})") from None
+    matrix = validate_covariance(matrix)
+    smallest = float(np.linalg.eigvalsh(matrix).min())
+    if smallest <= 0:
+        raise ConfigError(f"covariance: must be positive definite (every mode needs a variance > 0); smallest eigenvalue {smallest:.3g}")
+    return matrix
+
+
 def spectrum(config: Config) -> np.ndarray:
-    """Data variances (increasing): the given ``spectrum``, else ``num_modes`` values log-spaced
-    in ``[lam_min, lam_max]``."""
+    """Data variances (increasing): the given ``spectrum`` or ``covariance`` eigenvalues, else
+    ``num_modes`` values log-spaced in ``[lam_min, lam_max]``."""
+    if config.covariance:
+        return np.linalg.eigvalsh(load_covariance(config.covariance))
     if config.spectrum:
         return np.sort(np.asarray(config.spectrum, dtype=float))
     return np.geomspace(config.lam_min, config.lam_max, config.num_modes)
 
 
 def power_spectrum(config: Config) -> np.ndarray:
-    """Power per DFT frequency for the convolutional families: log-spaced from ``lam_max`` at
-    frequency 0 to ``lam_min`` at the Nyquist frequency, symmetric (``p_k = p_{N-k}``)."""
+    """Power per DFT frequency for the convolutional families, symmetric (``p_k = p_{N-k}``).
+
+    With a given ``covariance``: its power spectrum ``diag(F Sigma F^H)``, i.e. the spectrum of
+    the shift-augmented data, on which the circulant and patch losses depend exclusively
+    (THEORY.md 4). Otherwise log-spaced from ``lam_max`` at frequency 0 to ``lam_min`` at the
+    Nyquist frequency.
+    """
     n = config.num_modes
+    if config.covariance:
+        dft = np.fft.fft(np.eye(n), norm="ortho")
+        return np.real(np.einsum("ki,ij,kj->k", dft, load_covariance(config.covariance), dft.conj()))
     distinct = np.geomspace(config.lam_max, config.lam_min, n // 2 + 1)
     frequency = np.minimum(np.arange(n), n - np.arange(n))
     return distinct[frequency]
@@ -206,7 +251,11 @@ def model_for(config: Config, family: str):
 
 
 def rotated_data(config: Config, key: jax.Array) -> GaussianData:
-    """Zero-mean Gaussian with the study's spectrum in a Haar-random eigenbasis (traceable)."""
+    """Zero-mean Gaussian with the study's spectrum in a Haar-random eigenbasis (traceable), or
+    with the given ``covariance`` (its own eigenbasis, the same for every seed)."""
+    if config.covariance:
+        lam, basis = np.linalg.eigh(load_covariance(config.covariance))
+        return GaussianData(jnp.zeros(lam.shape), jnp.asarray(lam), jnp.asarray(basis))
     lam = jnp.asarray(spectrum(config))
     return GaussianData(jnp.zeros_like(lam), lam, random_rotation(key, config.num_modes))
 
@@ -227,8 +276,9 @@ class Simulation(NamedTuple):
     sampled: jnp.ndarray  # (q, seed, tau, mode): from num_samples PF-ODE samples (NaN if 0)
 
 
-def train_denoisers(config: Config, family: str, model, data: GaussianData, q, key, nodes, times):
-    """Parameters of independent denoisers at every node, leaves ``(tau, sigma_node, ...)``.
+def train_denoisers(config: Config, family: str, model, mean, cov, q, key, nodes, times):
+    """Parameters of independent denoisers at every node, leaves ``(tau, sigma_node, ...)``,
+    trained on data with statistics ``(mean, cov)`` (exact loss of an affine denoiser).
 
     All nodes start from the same initialisation (``key``), so that their parameters vary
     smoothly with sigma and can be interpolated in ``log sigma``.
@@ -236,7 +286,7 @@ def train_denoisers(config: Config, family: str, model, data: GaussianData, q, k
     params0 = model.init(key, q)
 
     def at_node(sigma):
-        loss = lambda params: population_loss(model.affine, params, data.mean, data.covariance, sigma)
+        loss = lambda params: population_loss(model.affine, params, mean, cov, sigma)
         if family in QUADRATIC:
             return jax.vmap(quadratic_gradient_flow(loss, params0, eta=config.eta))(times)
         return gradient_flow(loss, params0, times, eta=config.eta, rtol=config.rtol, atol=1e-3 * config.rtol)
@@ -248,10 +298,13 @@ def train_denoisers(config: Config, family: str, model, data: GaussianData, q, k
 def simulate_run(config: Config, family: str, q, key) -> Simulation:
     """One run (one init scale, one seed) of one family; pure and vmappable over ``q``, ``key``."""
     model = model_for(config, family)
-    data_key, init_key, noise_key = jax.random.split(key, 3)
+    data_key, init_key, noise_key, sample_key = jax.random.split(key, 4)
     data = stationary(config) if family in CONVOLUTIONAL else rotated_data(config, data_key)
+    statistics = (
+        empirical_data(sample(sample_key, data, config.n_train)) if config.n_train else (data.mean, data.covariance)
+    )
     nodes, times = jnp.asarray(sigma_nodes(config)), jnp.asarray(taus(config))
-    trajectory = train_denoisers(config, family, model, data, q, init_key, nodes, times)
+    trajectory = train_denoisers(config, family, model, *statistics, q, init_key, nodes, times)
 
     def mode_diagonal(params):
         return measures.mode_variances(model.affine(params)[0], data.basis)

@@ -107,6 +107,43 @@ def test_bad_input_fails_early_with_one_line(tmp_path, capsys, arguments, field)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_non_psd_covariance_fails_early(tmp_path, capsys):
+    path = tmp_path / "cov.npy"
+    np.save(path, np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    out = tmp_path / "never"
+    assert cli.main(["run", "spectral-bias", "--out", str(out), "--covariance", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("diffdyn: error: covariance: must be positive semi-definite")
+    assert not out.exists()
+    assert cli.main(["run", "spectral-bias", "--covariance", str(tmp_path / "missing.npy")]) == 2
+    assert capsys.readouterr().err.startswith("diffdyn: error: covariance: cannot read")
+
+
+def test_given_covariance_is_studied_in_its_eigenbasis(tmp_path):
+    rng = np.random.default_rng(0)
+    factor = rng.normal(size=(5, 5))
+    cov = factor @ factor.T / 5 + 0.05 * np.eye(5)
+    np.save(tmp_path / "cov.npy", cov)
+    config = spectral_bias.validate(spectral_bias.Config(families=("one_layer", "circulant"), covariance=str(tmp_path / "cov.npy"), num_tau=10, num_sigma_nodes=16, seeds=1, num_samples=0))
+    ds = spectral_bias.run(config)
+    np.testing.assert_allclose(ds.lam.sel(family="one_layer"), np.linalg.eigvalsh(cov), rtol=1e-12)
+    deviation = np.abs(ds.variance.sel(source="simulation") / ds.variance.sel(source="theory") - 1)
+    assert float(deviation.max()) < 0.02
+
+
+def test_finite_training_set_deviates_from_population_theory():
+    """With n samples the learned spectrum is the sample spectrum: deviations shrink with n."""
+    base = spectral_bias.Config(families=("one_layer",), num_modes=4, num_tau=8, num_sigma_nodes=12, seeds=2, num_samples=0)
+    deviations = []
+    for n in (20, 2000):
+        ds = spectral_bias.run(spectral_bias.Config(**{**base.__dict__, "n_train": n}))
+        final = ds.variance.isel(tau=-1)
+        deviations.append(float(np.abs(final.sel(source="simulation") / final.sel(source="theory") - 1).max()))
+        assert not np.allclose(ds.variance.sel(source="simulation").isel(seed=0), ds.variance.sel(source="simulation").isel(seed=1))
+    assert deviations[1] < deviations[0] / 3
+    assert deviations[0] > 0.05
+
+
 def test_unknown_experiment_exit_code_from_the_console_script(tmp_path):
     done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "no-such-study", "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert done.returncode == 2
