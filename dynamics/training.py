@@ -13,7 +13,9 @@ recording grid, optimizer family) and returns a pure ``train(key, hparams)`` tha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import diffrax
@@ -63,6 +65,7 @@ def make_train(
     num_steps: int,
     record_steps: Sequence[int],
     optimizer: str = "sgd",
+    remat: bool = False,
 ) -> Callable[[PRNGKeyArray, PyTree], Trajectory]:
     """Build ``train(key, hparams) -> Trajectory`` running ``num_steps`` optimizer updates.
 
@@ -75,6 +78,16 @@ def make_train(
             recorded inside the compiled loop (no host round trip).
         optimizer: ``"sgd"`` (plain gradient descent) or ``"adam"``; the learning rate is
             ``hparams["learning_rate"]`` and may be a traced (vmapped) array.
+        remat: wrap the scan body in ``jax.checkpoint`` with the policy
+            ``jax.checkpoint_policies.nothing_saveable``. Reverse-mode differentiation of
+            ``train`` (e.g. ``jax.grad`` of a final loss with respect to the learning rate, the
+            spectrum or the init scale) then stores only each step's input carry (parameters,
+            optimizer state, record buffer, slot) instead of every intermediate of the loss and
+            its gradient, and recomputes the body during the backward pass: about one extra
+            forward pass of compute, and the gradients of a ``10^4``-step run fit in memory
+            (measured, ``d = 8`` linear denoiser, ``10^4`` steps: 5.9 MB of backward
+            temporaries, 74 floats per step for 72 parameters, against 22 MB without). Values
+            and gradients are unchanged (to ~1e-12, XLA may reassociate).
     """
     require_choice("optimizer", optimizer, OPTIMIZERS)
     records = np.asarray(record_steps, dtype=np.int64)
@@ -105,6 +118,9 @@ def make_train(
             updates, opt_state = transform.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, opt_state, buffer, losses, slot + hit.astype(int)), None
+
+        if remat:
+            step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
 
         # Index num_steps only records; the update it also computes is discarded.
         (_, _, buffer, losses, _), _ = jax.lax.scan(step, carry, jnp.arange(records[-1] + 1))
@@ -154,19 +170,110 @@ def gradient_flow(
     return solution.ys
 
 
-def _quadratic_solution(loss, params0, decay_integral):
-    """``theta = theta0 - V diag(decay_integral(h)) V^T grad L(theta0)`` over the Hessian's
-    eigenpairs ``(h, V)`` at ``theta0``: exact for quadratic ``L``."""
+def _elementwise_derivative(fn, x, order):
+    """``order``-th derivative of an elementwise function ``fn`` at every entry of ``x``."""
+    for _ in range(order):
+        fn = (lambda f: lambda y: jax.jvp(f, (y,), (jnp.ones_like(y),))[1])(fn)
+    return fn(x)
+
+
+def _divided_differences(decay, curvature, values):
+    """First divided differences ``(f(h_i) - f(h_j)) / (h_i - h_j)`` of ``f = decay``, with
+    ``f'(h_i)`` on the diagonal (the Daleckii-Krein matrix of the spectral function).
+
+    Near-equal pairs (degenerate Hessian eigenvalues, e.g. the ``d`` copies of every curvature of
+    a full ``d x d`` weight) use the midpoint series ``f'(m) + delta^2 f'''(m) / 24``, accurate to
+    ``O(delta^4 f^(5))``, wherever its correction term is below ``1e-6 |f'(m)|``; elsewhere the
+    direct quotient has a cancellation error below ``~1e-13`` relative (for exponential-like ``f``).
+    """
+    delta = curvature[:, None] - curvature[None, :]
+    middle = 0.5 * (curvature[:, None] + curvature[None, :])
+    slope = _elementwise_derivative(decay, middle, 1)
+    third = _elementwise_derivative(decay, middle, 3)
+    series = slope + jnp.square(delta) * third / 24.0
+    use_series = jnp.square(delta) * jnp.abs(third) <= 24e-6 * jnp.abs(slope)
+    use_series = use_series | (delta == 0)
+    quotient = (values[:, None] - values[None, :]) / jnp.where(use_series, 1.0, delta)
+    return jnp.where(use_series, series, quotient)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _spectral_action(decay_integral, hessian, time, eta, vector):
+    """``V diag(decay_integral(h, time, eta)) V^T vector`` with ``hessian = V diag(h) V^T``.
+
+    Differentiable in every argument even when ``hessian`` has repeated eigenvalues, where the
+    derivative of ``eigh`` itself is undefined (NaN): the custom JVP differentiates the spectral
+    matrix function ``F(H) = V diag(f(h)) V^T`` as a whole, ``dF = V [D o (V^T dH V)] V^T`` with
+    ``D`` the divided differences of ``f`` (Daleckii-Krein; Higham, "Functions of Matrices",
+    thm. 3.11), which is smooth through degeneracies. Reverse mode works through the (linear)
+    JVP; derivatives of second order are not supported.
+    """
+    curvature, vectors = jnp.linalg.eigh(hessian)
+    return vectors @ (decay_integral(curvature, time, eta) * (vectors.T @ vector))
+
+
+@_spectral_action.defjvp
+def _spectral_action_jvp(decay_integral, primals, tangents):
+    hessian, time, eta, vector = primals
+    d_hessian, d_time, d_eta, d_vector = tangents
+    curvature, vectors = jnp.linalg.eigh(hessian)
+    projected = vectors.T @ vector
+    values, d_values = jax.jvp(
+        lambda t, e: decay_integral(curvature, t, e), (time, eta), (d_time, d_eta)
+    )
+    decay = lambda h: decay_integral(h, time, eta)
+    rotated = vectors.T @ d_hessian @ vectors
+    rotated = 0.5 * (rotated + rotated.T)  # eigh reads the symmetric part of its input
+    d_spectral = (_divided_differences(decay, curvature, values) * rotated) @ projected
+    d_rotated = d_spectral + d_values * projected + values * (vectors.T @ d_vector)
+    return vectors @ (values * projected), vectors @ d_rotated
+
+
+def _quadratic_solution(loss, params0, decay_integral, eta):
+    """``theta = theta0 - V diag(decay_integral(h, time, eta)) V^T grad L(theta0)`` over the
+    Hessian's eigenpairs ``(h, V)`` at ``theta0``: exact for quadratic ``L``.
+
+    Differentiable (forward and reverse mode, first order) in anything ``loss`` and ``params0``
+    close over, in ``eta`` and in the time, also when the Hessian has repeated eigenvalues (see
+    :func:`_spectral_action`). Under ``jax.vmap`` over the time only, the eigendecomposition is
+    not batched: it is computed once.
+    """
     flat0, unravel = ravel_pytree(params0)
     flat_loss = lambda flat: loss(unravel(flat))
     gradient = jax.grad(flat_loss)(flat0)
-    curvature, vectors = jnp.linalg.eigh(jax.hessian(flat_loss)(flat0))
-    projected = vectors.T @ gradient
+    hessian = jax.hessian(flat_loss)(flat0)
+    eta = jnp.asarray(eta, dtype=flat0.dtype)
 
     def at(time):
-        return unravel(flat0 - vectors @ (decay_integral(curvature, time) * projected))
+        return unravel(flat0 - _spectral_action(decay_integral, hessian, time, eta, gradient))
 
     return at
+
+
+_PHI1_SERIES = np.array([(-1.0) ** n / math.factorial(n + 1) for n in range(14, -1, -1)])
+"""``(1 - e^-x) / x = sum_n (-x)^n / (n+1)!`` to ``x^14``, highest power first (for polyval)."""
+
+
+def _phi1(x):
+    """``(1 - e^-x) / x`` (``1`` at ``x = 0``) with accurate derivatives of every order near 0:
+    power series for ``|x| < 0.1`` (truncation ~1e-29), ``-expm1(-x) / x`` elsewhere."""
+    small = jnp.abs(x) < 0.1
+    series = jnp.polyval(jnp.asarray(_PHI1_SERIES, x.dtype), jnp.where(small, x, 0.0))
+    safe = jnp.where(small, 1.0, x)
+    return jnp.where(small, series, -jnp.expm1(-safe) / safe)
+
+
+def _flow_decay_integral(curvature, tau, eta):
+    """``eta int_0^tau exp(-eta h s) ds = eta tau phi1(eta h tau)``."""
+    return eta * tau * _phi1(eta * curvature * tau)
+
+
+def _descent_decay_integral(curvature, steps, eta):
+    """``sum_{j<k} eta (1 - eta h)^j = (1 - (1 - eta h)^k) / h`` (``eta k`` where ``h = 0``)."""
+    factor = 1.0 - eta * curvature
+    small = jnp.abs(eta * curvature) < 1e-12
+    safe = jnp.where(small, 1.0, curvature)
+    return jnp.where(small, eta * steps, (1.0 - factor**steps) / safe)
 
 
 def quadratic_gradient_flow(
@@ -183,15 +290,13 @@ def quadratic_gradient_flow(
     ``h = 0``). No knowledge of the denoiser's structure is used, so it independently checks the
     per-mode closed forms of :mod:`dynamics.theory`. Cost: one ``P x P`` eigendecomposition for
     ``P`` parameters. The returned function broadcasts over nothing: ``jax.vmap`` it over taus.
+
+    ``theta(tau)`` is differentiable (``jax.grad`` / ``jax.jacfwd``, first order) in ``tau``,
+    ``eta`` and whatever ``loss`` and ``params0`` close over (data spectrum, noise level, init),
+    including at the repeated Hessian eigenvalues every full weight matrix has, where plain
+    autodiff through ``eigh`` gives NaN: see :func:`_spectral_action`.
     """
-
-    def decay_integral(curvature, tau):
-        rate = eta * curvature
-        small = jnp.abs(rate * tau) < 1e-12
-        safe = jnp.where(small, 1.0, rate)
-        return eta * jnp.where(small, tau, -jnp.expm1(-safe * tau) / safe)
-
-    return _quadratic_solution(loss, params0, decay_integral)
+    return _quadratic_solution(loss, params0, _flow_decay_integral, eta)
 
 
 def quadratic_gradient_descent(
@@ -204,12 +309,6 @@ def quadratic_gradient_descent(
 
     ``theta_k = theta0 - V diag((1 - (1 - eta h)^k) / h) V^T g0``; used to check the
     discrete-GD closed form and the ``eta -> 0`` limit without running ``k`` steps.
+    Differentiable like :func:`quadratic_gradient_flow` (``steps`` may be an integer).
     """
-
-    def decay_integral(curvature, steps):
-        factor = 1.0 - eta * curvature
-        small = jnp.abs(eta * curvature) < 1e-12
-        safe = jnp.where(small, 1.0, curvature)
-        return jnp.where(small, eta * steps, (1.0 - factor**steps) / safe)
-
-    return _quadratic_solution(loss, params0, decay_integral)
+    return _quadratic_solution(loss, params0, _descent_decay_integral, eta)

@@ -16,6 +16,7 @@ from dynamics.validation import require_choice
 
 EXPERIMENTS: dict[str, str] = {
     "spectral-bias": "experiments.spectral_bias",
+    "inverse-design": "experiments.inverse_design",
 }
 
 

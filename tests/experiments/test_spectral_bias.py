@@ -147,7 +147,7 @@ def test_finite_training_set_deviates_from_population_theory():
 def test_unknown_experiment_exit_code_from_the_console_script(tmp_path):
     done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "no-such-study", "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.strip() == "diffdyn: error: experiment: unknown value 'no-such-study'; allowed: spectral-bias"
+    assert done.stderr.strip() == "diffdyn: error: experiment: unknown value 'no-such-study'; allowed: spectral-bias, inverse-design"
     assert not (tmp_path / "x").exists()
 
 
