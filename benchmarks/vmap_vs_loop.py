@@ -30,13 +30,13 @@ from models.distributions.gaussian import random_rotation
 def build(dim: int, steps: int):
     model = Linear(dim)
     lam = jnp.geomspace(1e-2, 10.0, dim)
+    basis = random_rotation(jax.random.key(0), dim)
+    cov = (basis * lam[None, :]) @ basis.T
 
     def init(key, hparams):
         return model.init(key, 0.1)
 
     def loss(params, key, hparams):
-        basis = random_rotation(jax.random.key(0), dim)
-        cov = (basis * lam[None, :]) @ basis.T
         return population_loss(model.affine, params, jnp.zeros(dim), cov, hparams["sigma"])
 
     return make_train(init, loss, num_steps=steps, record_steps=log_spaced_steps(steps, 20))
