@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -29,7 +30,21 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, payload) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    """Strict JSON: NaN and infinities (e.g. a fit with too few modes) are written as null."""
+    text = json.dumps(_strict(payload), indent=2, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _strict(value):
+    if hasattr(value, "tolist"):  # numpy / jax arrays and scalars
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_dataset(path: Path, dataset: xr.Dataset) -> None:
@@ -67,9 +82,3 @@ def run_directory(out: Path) -> Iterator[Path]:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, out)
-
-
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

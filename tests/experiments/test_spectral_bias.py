@@ -176,3 +176,15 @@ def test_paper_preset(tmp_path):
     assert abs(one_layer["alpha_theory"] - 1.02) < 0.03
     assert abs(one_layer["alpha_simulation"] - one_layer["alpha_theory"]) < 0.05
     assert abs(summary["circulant_rate_ratio"]["median"] / 20 - 1) < 0.01
+
+
+def test_summary_has_fits_for_every_q_and_is_strict_json(small_run, tmp_path):
+    from experiments import io
+
+    summary = spectral_bias.summary(small_run, SMALL)
+    by_q = summary["families"]["one_layer"]["fits_by_q"]
+    assert set(by_q) == {"0.1", "0.6"}
+    assert by_q["0.1"]["simulation"] == summary["families"]["one_layer"]["fits"]["simulation"]
+    path = tmp_path / "summary.json"
+    io.write_json(path, {"fit": {"alpha": float("nan")}, **summary})
+    assert json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))["fit"]["alpha"] is None
