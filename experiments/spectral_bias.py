@@ -14,9 +14,10 @@ Families (THEORY.md 2-4):
 * ``one_layer``: ``D = W x + b`` per sigma, aligned init ``W = Q I``.
 * ``two_layer``: ``D = P P^T x``, ``P = sqrt(Q) I``: logistic dynamics, rate ``8 eta lambda``.
 * ``deep_linear``: ``D = W_L .. W_1 x``, balanced aligned init (every layer ``Q^(1/L) I``) or a
-  random non-aligned one (``deep_init="random"``, layers ``Q^(1/L) O_l``). The closed form
-  (rate ``4 eta lambda``) exists for ``depth = 2`` with aligned init; otherwise only the
-  simulation and its fitted law are reported (THEORY.md 3).
+  random non-aligned one (``deep_init="random"``, layers ``Q^(1/L) O_l``). With aligned init
+  the theory is the closed form at depth 2 (rate ``4 eta lambda``) and the per-mode scalar ODE
+  of the balanced product beyond (:func:`dynamics.theory.deep_linear.balanced_weights`); with
+  random init there is none and only the simulation and its fitted law are reported.
 * ``circulant``: full-width circular convolution on a stationary signal whose power spectrum
   is the study's spectrum; every rate is ``N`` times the full linear model's.
 * ``patch``: local filter of width ``kernel_size``; theory by quadrature in Fourier space.
@@ -371,6 +372,24 @@ def has_deep_closed_form(config: Config) -> bool:
     return config.depth == 2 and config.deep_init == "aligned"
 
 
+def _balanced_deep_theory(config: Config):
+    """Depth-L balanced aligned theory: per-mode scalar ODEs (no closed form beyond depth 2)."""
+    lam, times = jnp.asarray(spectrum(config)), jnp.asarray(taus(config))
+    weight = deep_linear.balanced_weights(
+        lam[None, None, :], jnp.asarray(config.q)[:, None, None], times,
+        jnp.asarray(config.weight_sigmas)[None, :, None], depth=config.depth, eta=config.eta,
+    )
+    weight = jnp.moveaxis(weight, 0, 2)  # (tau, q, weight_sigma, mode) -> (q, weight_sigma, tau, mode)
+    variance = jnp.stack([
+        deep_linear.balanced_generated_variance(
+            lam, q_value, times, depth=config.depth, eta=config.eta,
+            sigma_min=config.sigma_min, sigma_max=config.sigma_max,
+        )
+        for q_value in config.q
+    ])
+    return weight, variance
+
+
 class Theory(NamedTuple):
     weight: jnp.ndarray  # (q, weight_sigma, tau, mode)
     variance: jnp.ndarray  # (q, tau, mode)
@@ -395,7 +414,9 @@ def theory(config: Config, family: str) -> Theory:
         symmetric = family == "two_layer"
         weight = deep_linear.weights(lam, q, tau, sigma, eta=eta, symmetric=symmetric)
         variance = deep_linear.generated_variance(lam[0], q[:, 0], tau[:, 0], eta=eta, symmetric=symmetric, **ends)
-    else:  # deep_linear beyond depth 2 with aligned init: no closed form (THEORY.md 3)
+    elif family == "deep_linear" and config.deep_init == "aligned":
+        weight, variance = _balanced_deep_theory(config)
+    else:  # deep_linear with random (non-aligned) init: no theory (THEORY.md 3)
         weight = jnp.full(shape, jnp.nan)
         variance = weight[:, 0]
     return Theory(jnp.broadcast_to(weight, shape), variance)

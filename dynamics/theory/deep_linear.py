@@ -23,11 +23,13 @@ together elementwise over any (mode, tau, sigma, ...) grid; functions are jitted
 
 from functools import partial
 
+import diffrax
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .linear import SIGMA_MAX, SIGMA_MIN
+from . import linear
+from .linear import QUADRATURE_NODES, SIGMA_MAX, SIGMA_MIN
 
 
 def _rate(
@@ -123,3 +125,64 @@ def generated_variance(
         + s * jnp.log((lam + rho * s0**2) / (lam + rho * s1**2))
     )
     return jnp.exp(log_variance)
+
+
+def balanced_weights(
+    lam: Float[ArrayLike, "*b"],
+    q: Float[ArrayLike, "*b"],
+    taus: Float[ArrayLike, " t"],
+    sigma: Float[ArrayLike, "*b"],
+    *,
+    depth: int,
+    eta: Float[ArrayLike, ""] = 1.0,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+) -> Float[Array, "t *b"]:
+    """Per-mode product weight of a depth-``L`` balanced aligned denoiser ``W_L ... W_1``.
+
+    Every layer starts at ``q^(1/L)`` on the mode and the layers stay equal, so the product
+    ``w = a^L`` obeys ``dw/dtau = -eta L w^(2(L-1)/L) dl/dw`` with ``l = lam (1-w)^2 + sigma^2 w^2``
+    (summed un-halved loss, ``tau`` = learning rate x steps). Depth 2 is the logistic closed form
+    of :func:`weights` with ``symmetric=False``; other depths have none (THEORY.md 3), so this
+    integrates the scalar ODE of every mode with diffrax (Tsit5, adaptive; all modes in one
+    state) and saves at the increasing times ``taus`` (leading axis of the result).
+    """
+    lam, q, sigma = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=float) for x in (lam, q, sigma)))
+    power = 2.0 * (depth - 1) / depth
+
+    def velocity(tau, w, args):
+        slope = 2.0 * ((lam + sigma**2) * w - lam)
+        return -eta * depth * jnp.power(jnp.maximum(w, 0.0), power) * slope
+
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(velocity),
+        diffrax.Tsit5(),
+        t0=0.0,
+        t1=jnp.asarray(taus)[-1],
+        dt0=None,
+        y0=q,
+        saveat=diffrax.SaveAt(ts=jnp.asarray(taus)),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=1_000_000,
+    )
+    return solution.ys
+
+
+def balanced_generated_variance(
+    lam: Float[ArrayLike, " m"],
+    q: Float[ArrayLike, ""],
+    taus: Float[ArrayLike, " t"],
+    *,
+    depth: int,
+    eta: Float[ArrayLike, ""] = 1.0,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    num_nodes: int = QUADRATURE_NODES,
+) -> Float[Array, "t m"]:
+    """Generated variance ``(tau, mode)`` of the depth-``L`` balanced aligned denoiser: the
+    weights of :func:`balanced_weights` at the Gauss-Legendre nodes in ``ln sigma``
+    (all nodes and modes in one ODE state), integrated as in
+    :func:`.linear.generated_variance_quadrature`."""
+    sigmas, node_weights = linear.log_sigma_nodes(sigma_min=sigma_min, sigma_max=sigma_max, num_nodes=num_nodes)
+    table = balanced_weights(jnp.asarray(lam)[None, :], q, taus, sigmas[:, None], depth=depth, eta=eta)
+    return linear.generated_variance_from_nodes(jnp.swapaxes(table, 0, 1), node_weights, sigma_max)

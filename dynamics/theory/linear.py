@@ -220,6 +220,31 @@ def optimal_generated_variance(
     return s1**2 * (lam + s0**2) / (lam + s1**2)
 
 
+def log_sigma_nodes(
+    *,
+    sigma_min: Float[ArrayLike, ""] = SIGMA_MIN,
+    sigma_max: Float[ArrayLike, ""] = SIGMA_MAX,
+    num_nodes: int = QUADRATURE_NODES,
+) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
+    """Gauss-Legendre nodes ``sigma_j`` and weights ``h_j`` in ``u = ln sigma`` on
+    ``[ln sigma_min, ln sigma_max]``: ``integral f(e^u) du ~ sum_j h_j f(sigma_j)``."""
+    nodes, node_weights = np.polynomial.legendre.leggauss(num_nodes)
+    log_s0, log_s1 = jnp.log(sigma_min), jnp.log(sigma_max)
+    half = 0.5 * (log_s1 - log_s0)
+    return jnp.exp(0.5 * (log_s1 + log_s0) + half * nodes), half * node_weights
+
+
+def generated_variance_from_nodes(
+    weights_at_nodes: Float[Array, "n *modes"],
+    node_weights: Float[Array, " n"],
+    sigma_max: Float[ArrayLike, ""] = SIGMA_MAX,
+) -> Float[Array, "*modes"]:
+    """``sigma_max^2 exp(2 sum_j h_j (w(sigma_j) - 1))`` for per-mode weights at the nodes of
+    :func:`log_sigma_nodes` (nodes on the leading axis)."""
+    integral = jnp.tensordot(node_weights, weights_at_nodes - 1.0, axes=(0, 0))
+    return jnp.exp(2.0 * jnp.log(sigma_max) + 2.0 * integral)
+
+
 def generated_variance_quadrature(
     weight_fn: Callable[[Float[Array, ""]], Float[Array, "*modes"]],
     *,
@@ -236,10 +261,5 @@ def generated_variance_quadrature(
     ``sigma_max^2 exp(2 int_{ln sigma_min}^{ln sigma_max} (w(e^u) - 1) du)``, computed with
     ``num_nodes`` Gauss-Legendre nodes (static).
     """
-    nodes, node_weights = np.polynomial.legendre.leggauss(num_nodes)
-    log_s0, log_s1 = jnp.log(sigma_min), jnp.log(sigma_max)
-    half = 0.5 * (log_s1 - log_s0)
-    u = 0.5 * (log_s1 + log_s0) + half * nodes
-    w = jax.vmap(weight_fn)(jnp.exp(u))
-    integral = half * jnp.tensordot(node_weights, w - 1.0, axes=(0, 0))
-    return jnp.exp(2.0 * log_s1 + 2.0 * integral)
+    sigmas, node_weights = log_sigma_nodes(sigma_min=sigma_min, sigma_max=sigma_max, num_nodes=num_nodes)
+    return generated_variance_from_nodes(jax.vmap(weight_fn)(sigmas), node_weights, sigma_max)

@@ -188,3 +188,10 @@ def test_summary_has_fits_for_every_q_and_is_strict_json(small_run, tmp_path):
     path = tmp_path / "summary.json"
     io.write_json(path, {"fit": {"alpha": float("nan")}, **summary})
     assert json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))["fit"]["alpha"] is None
+
+
+def test_depth_three_deep_linear_follows_its_mode_ode_theory():
+    config = spectral_bias.validate(spectral_bias.Config(families=("deep_linear",), depth=3, seeds=1, num_samples=0, num_tau=16, num_sigma_nodes=24))
+    summary = spectral_bias.summary(spectral_bias.run(config), config)["families"]["deep_linear"]
+    assert abs(summary["alpha_simulation"] - summary["alpha_theory"]) < 0.01
+    assert summary["max_rel_dev"] < 0.05  # sigma-grid interpolation with 24 nodes

@@ -1,6 +1,7 @@
 """Two-layer linear denoiser closed forms (THEORY.md section 3) against numerical solutions."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -110,3 +111,26 @@ def test_gradients_match_central_differences(lam, q, tau, symmetric):
     for i, h in enumerate([1e-3 * lam, 1e-3, 1e-3 * max(tau, 1e-4)]):
         fd = _central_difference(variance, args, i, h)
         assert_allclose(grads[i], fd, rtol=1e-6, atol=1e-12)
+
+
+def test_balanced_depth_two_numerical_flow_equals_closed_form():
+    lam = jnp.array([0.01, 0.3, 3.0, 30.0])
+    taus = jnp.geomspace(1e-3, 1e2, 9)
+    sigma = jnp.array([0.1, 1.0, 10.0])
+    numerical = deep_linear.balanced_weights(lam[None, :], 0.1, taus, sigma[:, None], depth=2)
+    closed = deep_linear.weights(lam[None, None, :], 0.1, taus[:, None, None], sigma[None, :, None], symmetric=False)
+    np.testing.assert_allclose(numerical, closed, atol=1e-8)
+    variance = deep_linear.balanced_generated_variance(lam, 0.1, taus, depth=2)
+    expected = deep_linear.generated_variance(lam[None, :], 0.1, taus[:, None], symmetric=False)
+    np.testing.assert_allclose(variance, expected, rtol=1e-7)
+
+
+def test_balanced_depth_three_is_slower_from_small_init_and_reaches_the_optimum():
+    """Depth 3 from q = 0.01: the product grows like w^(4/3) (slower start than depth 2) and
+    converges to w* = lam / (lam + sigma^2)."""
+    lam, sigma = jnp.array([1.0]), 0.5
+    taus = jnp.array([1.0, 200.0])
+    deep = deep_linear.balanced_weights(lam, 0.01, taus, sigma, depth=3)
+    shallow = deep_linear.balanced_weights(lam, 0.01, taus, sigma, depth=2)
+    assert float(deep[0, 0]) < float(shallow[0, 0])
+    np.testing.assert_allclose(deep[-1], lam / (lam + sigma**2), rtol=1e-8)
