@@ -4,7 +4,6 @@ Every derivative is checked against central finite differences; the simulated on
 the closed forms of THEORY.md section 2 where both exist.
 """
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp

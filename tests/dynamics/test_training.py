@@ -1,6 +1,5 @@
 """Training loops against the closed forms of THEORY.md 2-3 (float64)."""
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np

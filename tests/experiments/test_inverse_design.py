@@ -35,7 +35,6 @@ def test_learning_rate_profile_flattens_the_law(result):
 
 def test_constant_profile_quadrature_equals_closed_form():
     config = inverse_design.validate(SMALL)
-    import jax
     import jax.numpy as jnp
 
     lam = jnp.asarray(inverse_design.initial_spectrum(config))
