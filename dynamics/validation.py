@@ -23,6 +23,14 @@ def require_choice(field: str, value: str, allowed: Iterable[str]) -> str:
     return value
 
 
+def require_subset(field: str, values, allowed: Iterable[str]) -> tuple[str, ...]:
+    """A non-empty selection from ``allowed`` (e.g. the families or tasks of a study)."""
+    allowed = tuple(allowed)
+    if not values:
+        raise ConfigError(f"{field}: at least one of {', '.join(allowed)}")
+    return tuple(require_choice(field, value, allowed) for value in values)
+
+
 def require_finite(field: str, values) -> np.ndarray:
     array = np.asarray(values, dtype=float)
     if not np.all(np.isfinite(array)):

@@ -30,7 +30,7 @@ import xarray as xr
 
 from dynamics import measures
 from dynamics.theory import linear
-from dynamics.validation import ConfigError, require_choice, require_increasing, require_positive_int, require_range
+from dynamics.validation import ConfigError, require_choice, require_increasing, require_positive_int, require_range, require_subset
 from experiments import spectral_bias
 from models.denoisers import Linear
 from models.distributions.gaussian import GaussianData
@@ -73,10 +73,7 @@ PRESETS = {
 
 
 def validate(config: Config) -> Config:
-    for task in config.tasks:
-        require_choice("tasks", task, TASKS)
-    if not config.tasks:
-        raise ConfigError(f"tasks: at least one of {', '.join(TASKS)}")
+    require_subset("tasks", config.tasks, TASKS)
     require_positive_int("num_modes", config.num_modes, minimum=2)
     require_range("lam_min", config.lam_min, low=0.0, low_open=True)
     require_increasing("lam_min", config.lam_min, "lam_max", config.lam_max)

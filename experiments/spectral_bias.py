@@ -52,6 +52,7 @@ from dynamics.validation import (
     require_increasing,
     require_positive_int,
     require_range,
+    require_subset,
 )
 from models.denoisers import Circulant, DeepLinear, Linear, Patch, SymmetricTwoLayer
 from models.distributions.gaussian import (
@@ -143,10 +144,7 @@ def validate(config: Config) -> Config:
         config = dataclasses.replace(
             config, num_modes=len(values), lam_min=float(values.min()), lam_max=float(values.max())
         )
-    for family in config.families:
-        require_choice("families", family, FAMILIES)
-    if not config.families:
-        raise ConfigError(f"families: at least one of {', '.join(FAMILIES)}")
+    require_subset("families", config.families, FAMILIES)
     require_positive_int("num_modes", config.num_modes, minimum=3)
     require_range("lam_min", config.lam_min, low=0.0, low_open=True)
     require_range("lam_max", config.lam_max, low=0.0, low_open=True)
