@@ -14,19 +14,12 @@ from pathlib import Path
 
 import xarray as xr
 
-
-def _atomic_path(path: Path) -> tuple[Path, Path]:
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    os.chmod(temporary, 0o644)  # mkstemp's 0600 would make results private to the writer
-    return path, Path(temporary)
+from dynamics.storage import atomic_path
 
 
 def write_text(path: Path, text: str) -> None:
-    path, temporary = _atomic_path(path)
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
 
 
 def write_json(path: Path, payload) -> None:
@@ -49,15 +42,13 @@ def _strict(value):
 
 def write_dataset(path: Path, dataset: xr.Dataset) -> None:
     """netCDF (h5netcdf engine) written atomically."""
-    path, temporary = _atomic_path(path)
-    dataset.to_netcdf(temporary, engine="h5netcdf")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        dataset.to_netcdf(temporary, engine="h5netcdf")
 
 
 def save_figure(path: Path, figure) -> None:
-    path, temporary = _atomic_path(path)
-    figure.savefig(temporary, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from dynamics import measures
 from dynamics.objectives import population_loss
 from dynamics.sampling import generated_covariance, grid_denoiser, interpolate_log_sigma, pf_ode_sample
 from dynamics.theory import convolution, deep_linear, linear
+from dynamics.sweep import Workload, with_values
 from dynamics.training import gradient_flow, quadratic_gradient_flow
 from dynamics.validation import (
     ConfigError,
@@ -61,7 +62,7 @@ from models.distributions.gaussian import (
     fourier_frequencies,
     random_rotation,
     sample,
-    stationary_data,
+    real_fourier_basis,
     validate_covariance,
 )
 
@@ -201,17 +202,18 @@ def load_covariance(path: str) -> np.ndarray:
     return matrix
 
 
-def spectrum(config: Config) -> np.ndarray:
+def spectrum(config: Config) -> jnp.ndarray:
     """Data variances (increasing): the given ``spectrum`` or ``covariance`` eigenvalues, else
-    ``num_modes`` values log-spaced in ``[lam_min, lam_max]``."""
+    ``num_modes`` values log-spaced in ``[lam_min, lam_max]`` (traceable in both end points, so a
+    sweep can vary them inside one program)."""
     if config.covariance:
-        return np.linalg.eigvalsh(load_covariance(config.covariance))
+        return jnp.asarray(np.linalg.eigvalsh(load_covariance(config.covariance)))
     if config.spectrum:
-        return np.sort(np.asarray(config.spectrum, dtype=float))
-    return np.geomspace(config.lam_min, config.lam_max, config.num_modes)
+        return jnp.asarray(np.sort(np.asarray(config.spectrum, dtype=float)))
+    return jnp.geomspace(config.lam_min, config.lam_max, config.num_modes)
 
 
-def power_spectrum(config: Config) -> np.ndarray:
+def power_spectrum(config: Config) -> jnp.ndarray:
     """Power per DFT frequency for the convolutional families, symmetric (``p_k = p_{N-k}``).
 
     With a given ``covariance``: its power spectrum ``diag(F Sigma F^H)``, i.e. the spectrum of
@@ -222,8 +224,8 @@ def power_spectrum(config: Config) -> np.ndarray:
     n = config.num_modes
     if config.covariance:
         dft = np.fft.fft(np.eye(n), norm="ortho")
-        return np.real(np.einsum("ki,ij,kj->k", dft, load_covariance(config.covariance), dft.conj()))
-    distinct = np.geomspace(config.lam_max, config.lam_min, n // 2 + 1)
+        return jnp.asarray(np.real(np.einsum("ki,ij,kj->k", dft, load_covariance(config.covariance), dft.conj())))
+    distinct = jnp.geomspace(config.lam_max, config.lam_min, n // 2 + 1)
     frequency = np.minimum(np.arange(n), n - np.arange(n))
     return distinct[frequency]
 
@@ -255,13 +257,17 @@ def rotated_data(config: Config, key: jax.Array) -> GaussianData:
     if config.covariance:
         lam, basis = np.linalg.eigh(load_covariance(config.covariance))
         return GaussianData(jnp.zeros(lam.shape), jnp.asarray(lam), jnp.asarray(basis))
-    lam = jnp.asarray(spectrum(config))
+    lam = spectrum(config)
     return GaussianData(jnp.zeros_like(lam), lam, random_rotation(key, config.num_modes))
 
 
 def stationary(config: Config) -> GaussianData:
-    """Stationary periodic signal with :func:`power_spectrum` (validated on the host)."""
-    return stationary_data(power_spectrum(config))
+    """Stationary periodic signal with :func:`power_spectrum` (real Fourier eigenbasis, as
+    :func:`models.distributions.gaussian.stationary_data`; the spectrum is checked by
+    :func:`validate`, so this stays traceable in ``lam_min``/``lam_max``)."""
+    n = config.num_modes
+    power = power_spectrum(config)[fourier_frequencies(n)]
+    return GaussianData(jnp.zeros(n), power, jnp.asarray(real_fourier_basis(n)))
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -584,6 +590,59 @@ def _fits(one: xr.Dataset) -> dict:
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SCAN_TRACED = ("eta", "q", "lam_min", "lam_max")  # vary inside one compiled sweep program
+
+
+def validate_sweep(config: Config, fields: tuple[str, ...]) -> None:
+    """Grid checks beyond :func:`validate`: one init scale per run, and spectrum end points only
+    for the log-spaced spectrum."""
+    if "q" not in fields and len(config.q) > 1:
+        raise ConfigError(f"q: a sweep runs one init scale per run; sweep it with --grid q=... or give one value, got {config.q}")
+    swept_ends = [field for field in ("lam_min", "lam_max") if field in fields]
+    if swept_ends and (config.spectrum or config.covariance):
+        raise ConfigError(f"{swept_ends[0]}: cannot be swept when a spectrum or covariance is given")
+
+
+def scan_workload(config: Config) -> Workload:
+    """One run of the study for :func:`dynamics.sweep.sweep`: every family at one init scale
+    and one seed, simulation and theory side by side.
+
+    The traced fields (:data:`SCAN_TRACED`) arrive as scalars; the key is the one that
+    :func:`simulate` gives seed ``s`` (``fold_in(key(seed), s)``), so a sweep run equals the
+    corresponding run of :func:`run`. Outputs: ``variance[source, family, tau, mode]``,
+    ``emergence_time`` and ``rising[source, family, mode]``, ``lam[family, mode]`` and, with
+    ``num_samples > 0``, ``variance_sampled[family, tau, mode]``.
+    """
+    families = list(config.families)
+
+    def run_one(key, values):
+        traced = with_values(config, values)
+        simulated = [simulate_run(traced, family, traced.q[0], key) for family in families]
+        predicted = [theory(traced, family).variance[0] for family in families]
+        lam = jnp.stack([stationary(traced).eigenvalues if f in CONVOLUTIONAL else spectrum(traced) for f in families])
+        variance = jnp.stack([jnp.stack(predicted), jnp.stack([sim.variance for sim in simulated])])
+        tau_star, rising = emergence(traced, variance, lam[None, :, :])
+        outputs = {"variance": variance, "emergence_time": tau_star, "rising": rising, "lam": lam}
+        if config.num_samples:
+            outputs["variance_sampled"] = jnp.stack([sim.sampled for sim in simulated])
+        return outputs
+
+    per_mode = ("source", "family", "mode")
+    return Workload(
+        run=run_one,
+        dims={
+            "variance": ("source", "family", "tau", "mode"),
+            "emergence_time": per_mode,
+            "rising": per_mode,
+            "lam": ("family", "mode"),
+            "variance_sampled": ("family", "tau", "mode"),
+        },
+        coords={"source": np.array(["theory", "simulation"]), "family": np.array(families), "tau": taus(config)},
+    )
 
 
 # ----------------------------------------------------------------------------- reporting

@@ -1,6 +1,7 @@
 """The spectral-bias study: schema, theory vs simulation, the quick run end to end, bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from experiments import cli, spectral_bias
+from experiments import EXPERIMENTS, cli, spectral_bias
 
 SMALL = spectral_bias.Config(
     families=("one_layer", "circulant", "patch"),
@@ -146,7 +147,8 @@ def test_finite_training_set_deviates_from_population_theory():
 def test_unknown_experiment_exit_code_from_the_console_script(tmp_path):
     done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "no-such-study", "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.strip() == "diffdyn: error: experiment: unknown value 'no-such-study'; allowed: spectral-bias, inverse-design"
+    allowed = ", ".join(EXPERIMENTS)
+    assert done.stderr.strip() == f"diffdyn: error: experiment: unknown value 'no-such-study'; allowed: {allowed}"
     assert not (tmp_path / "x").exists()
 
 
@@ -194,3 +196,49 @@ def test_depth_three_deep_linear_follows_its_mode_ode_theory():
     summary = spectral_bias.summary(spectral_bias.run(config), config)["families"]["deep_linear"]
     assert abs(summary["alpha_simulation"] - summary["alpha_theory"]) < 0.01
     assert summary["max_rel_dev"] < 0.05  # sigma-grid interpolation with 24 nodes
+
+
+def test_scan_runs_equal_the_study_runs_and_follow_theory(small_run, tmp_path, capsys):
+    """``diffdyn scan``: q and lam_min vary inside one program; run (q, seed) equals run()'s."""
+    out = tmp_path / "scan"
+    shape = ["--families", "one_layer,circulant,patch", "--num-modes", "6", "--num-tau", "14", "--num-sigma-nodes", "24"]
+    grid = ["--grid", "q=0.1,0.6", "--grid", "lam_min=0.01,0.02", "--seeds", "2", "--num-samples", "0"]
+    assert cli.main(["scan", "spectral-bias", "--out", str(out), *shape, *grid]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"] == 8 and summary["programs"] == 1 and summary["diverged"] == 0
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as scanned:
+        scanned = scanned.load()
+    assert scanned.variance.dims == ("q", "lam_min", "seed", "source", "family", "tau", "mode")
+    same = scanned.variance.sel(lam_min=0.01).transpose("source", "family", "q", "seed", "tau", "mode")
+    np.testing.assert_allclose(same.sel(source="theory"), small_run.variance.sel(source="theory"), rtol=1e-12)
+    # the adaptive PF-ODE solve amplifies round-off differences of the batched linear algebra
+    np.testing.assert_allclose(same.sel(source="simulation"), small_run.variance.sel(source="simulation"), rtol=1e-3)
+    shifted = scanned.sel(lam_min=0.02, family="one_layer")
+    np.testing.assert_allclose(shifted.lam.isel(seed=0, q=0), np.geomspace(0.02, 10.0, 6), rtol=1e-12)
+    deviation = shifted.variance.sel(source="simulation") / shifted.variance.sel(source="theory") - 1
+    assert float(np.abs(deviation).max()) < 1e-2
+
+
+@pytest.mark.parametrize(
+    "arguments, field",
+    [
+        (["--grid", "eta=-1"], "eta"),
+        (["--grid", "eta=fast"], "eta"),
+        (["--grid", "families=1"], "families"),
+        (["--grid", "lam_min=0.1", "--spectrum", "1,2,3,4,5"], "lam_min"),
+        (["--grid", "eta=1", "--q", "0.1,0.5"], "q"),
+        (["--grid", "eta=1", "--seeds", "0"], "seeds"),
+    ],
+)
+def test_bad_scan_input_fails_early(tmp_path, capsys, arguments, field):
+    out = tmp_path / "scan"
+    assert cli.main(["scan", "spectral-bias", "--out", str(out), *arguments]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("diffdyn: error: ")
+    assert re.search(rf"\b{field}\b", error[0]), error[0]
+    assert not out.exists()
+
+
+def test_scan_of_an_experiment_without_a_workload_is_refused(capsys):
+    assert cli.main(["scan", "inverse-design", "--grid", "num_tau=10"]) == 2
+    assert "cannot be scanned" in capsys.readouterr().err
