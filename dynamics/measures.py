@@ -247,3 +247,64 @@ def half_relaxation_time(taus: Float[Array, " t"], curve: Float[Array, " t"]) ->
     weight = jnp.where(upper > lower, (0.5 - fraction[lower]) / span, 0.0)
     log_taus = jnp.log(taus)
     return jnp.exp(log_taus[lower] + weight * (log_taus[upper] - log_taus[lower]))
+
+
+# ----------------------------------------------------------------------------- classes and memorization
+# Per-class measures of THEORY.md 7-8 ([BUBM] generalization/memorization times, [N] per class).
+
+
+def per_class_curves(loss, trajectory, statistics) -> Float[Array, "k t"]:
+    """``loss(params, stats)`` for every recorded parameter set and every class: ``trajectory`` is a
+    params pytree with a leading record axis, ``statistics`` a pytree with a leading class axis
+    (e.g. each class's feature statistics ``(U_c, V_c)`` of its training points, or of fresh
+    class points for the test loss). Returns ``curve[class, record]``."""
+    over_records = lambda stats: jax.vmap(lambda params: loss(params, stats))(trajectory)
+    return jax.vmap(over_records)(statistics)
+
+
+@jax.jit
+def generalization_time(taus: Float[Array, " t"], test_loss: Float[Array, " t"]) -> Float[Array, ""]:
+    """Time at which ``test_loss`` (ONE class or model) has made half of its drop from
+    ``test_loss[0]`` to its minimum: :func:`half_relaxation_time` of the running minimum, so a
+    later rise (memorization) does not move it ([BUBM] ``tau_gen``, THEORY.md 7-8)."""
+    return half_relaxation_time(taus, jax.lax.cummin(test_loss))
+
+
+@jax.jit
+def memorization_time(
+    taus: Float[Array, " t"], train_loss: Float[Array, " t"], test_loss: Float[Array, " t"]
+) -> Float[Array, ""]:
+    """Onset of memorization: the time at which the generalization gap ``test - train`` has grown
+    to half of its last recorded value (:func:`half_relaxation_time` of the gap; record until the
+    gap has saturated). ``tau_mem`` of [BUBM] (THEORY.md 7-8)."""
+    return half_relaxation_time(taus, test_loss - train_loss)
+
+
+@jax.jit
+def nearest_neighbour_ratios(samples: Float[Array, "m d"], train: Float[Array, "n d"]) -> tuple[Float[Array, " m"], Float[Array, " m"]]:
+    """Per sample: ``||x - a_1|| / ||x - a_2||`` (nearest over second-nearest training point)
+    and the index of the nearest training point ``a_1``. Needs ``n >= 2``."""
+    distances = jnp.sum(jnp.square(samples[:, None, :] - train[None, :, :]), axis=-1)
+    nearest = jax.lax.top_k(-distances, 2)
+    squared = jnp.clip(-nearest[0], 0.0)
+    return jnp.sqrt(squared[:, 0] / squared[:, 1]), nearest[1][:, 0]
+
+
+def memorization_fraction(samples: Float[Array, "m d"], train: Float[Array, "n d"], threshold: float = 1.0 / 3.0) -> Float[Array, ""]:
+    """Fraction of ``samples`` that are copies of a training point: nearest-neighbour distance
+    ratio (:func:`nearest_neighbour_ratios`) below ``threshold`` (1/3, [BUBM] sec. 2)."""
+    ratios, _ = nearest_neighbour_ratios(samples, train)
+    return jnp.mean(ratios < threshold)
+
+
+@partial(jax.jit, static_argnames="num_classes")
+def per_class_memorization_fraction(
+    samples: Float[Array, "m d"], train: Float[Array, "n d"], train_labels: ArrayLike, num_classes: int, threshold: float = 1.0 / 3.0
+) -> Float[Array, " k"]:
+    """:func:`memorization_fraction` per class, a sample counted in the class of its nearest
+    training point (THEORY.md 8); NaN for a class that no sample is nearest to."""
+    ratios, nearest = nearest_neighbour_ratios(samples, train)
+    classes = jnp.asarray(train_labels)[nearest]
+    one_hot = classes[:, None] == jnp.arange(num_classes)[None, :]
+    copied = jnp.sum(one_hot & (ratios < threshold)[:, None], axis=0)
+    return copied / jnp.sum(one_hot, axis=0)

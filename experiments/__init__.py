@@ -17,6 +17,9 @@ from dynamics.validation import require_choice
 EXPERIMENTS: dict[str, str] = {
     "spectral-bias": "experiments.spectral_bias",
     "inverse-design": "experiments.inverse_design",
+    "speciation": "experiments.speciation",
+    "class-imbalance": "experiments.class_imbalance",
+    "memorization": "experiments.memorization",
 }
 
 

@@ -10,10 +10,16 @@ ODE map, on smooth emergence times (:func:`dynamics.measures.soft_emergence_time
   knots) that flattens the spectral law, i.e. makes all modes emerge within a factor 2 of each
   other, keeping the geometric-mean emergence time of the constant profile. The generated
   variance with a sigma-dependent rate is integrated by Gauss-Legendre quadrature in ``log sigma``.
+* ``class-reweighting`` (issue 6 c): per-class loss weights ``w_c`` for the random-features score
+  model on an imbalanced two-class mixture (:mod:`experiments.class_imbalance`, a reconstruction
+  of [N] on [BUBM], THEORY.md 8) that make both classes generalize at the same time: gradient
+  descent on ``(ln tau_gen,1 - ln tau_gen,0)^2`` in ``ln(w_1/w_0)`` through the closed-form
+  gradient flow (``eigh`` of the weighted feature covariance) and the per-class test losses.
 
-Every optimum is verified by re-simulating: per-sigma denoisers trained by exact gradient flow
+Every optimum of the linear tasks is verified by re-simulating: per-sigma denoisers trained by exact gradient flow
 (with the designed spectrum or per-node learning rates), sampled through the PF-ODE by exact
-covariance propagation, and the hard emergence times measured on the result.
+covariance propagation, and the hard emergence times measured on the result. The class weights
+are verified on test statistics of fresh class points (a new draw, not the one optimized on).
 Conventions: EDM sigma time; summed un-halved loss; ``tau = learning rate x steps``.
 """
 
@@ -31,12 +37,12 @@ import xarray as xr
 from dynamics import measures
 from dynamics.theory import linear
 from dynamics.validation import ConfigError, require_choice, require_increasing, require_positive_int, require_range, require_subset
-from experiments import spectral_bias
+from experiments import class_imbalance, spectral_bias
 from models.denoisers import Linear
 from models.distributions.gaussian import GaussianData
 
 NAME = "inverse-design"
-TASKS = ("spectrum", "flatten")
+TASKS = ("spectrum", "flatten", "class-reweighting")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class Config:
     quadrature_nodes: int = 128
     num_sigma_nodes: int = 64  # training nodes of the re-simulation
     rtol: float = 1e-7
+    reweighting_variance_ratio: float = 0.25  # class-reweighting: sigma_1^2 / sigma_0^2 ...
+    reweighting_imbalance: float = 0.125  # ... n_1 / n_0 ...
+    reweighting_time: float = 0.1  # ... and OU time t; the rest as class_imbalance.Config()
     seed: int = 0
 
 
@@ -96,7 +105,24 @@ def validate(config: Config) -> Config:
     require_positive_int("quadrature_nodes", config.quadrature_nodes, minimum=8)
     require_positive_int("num_sigma_nodes", config.num_sigma_nodes, minimum=2)
     require_range("rtol", config.rtol, low=0.0, high=1e-2, low_open=True)
+    require_range("reweighting_variance_ratio", config.reweighting_variance_ratio, low=0.0, low_open=True)
+    require_range("reweighting_time", config.reweighting_time, low=0.0, low_open=True)
+    base = class_imbalance.Config().base_count
+    if not round(float(require_range("reweighting_imbalance", config.reweighting_imbalance, low=0.0, low_open=True)) * base) >= 1:
+        raise ConfigError(f"reweighting_imbalance: must leave class 1 at least one of {base} x ratio training points; got {config.reweighting_imbalance}")
     return config
+
+
+def reweighting_config(config: Config) -> class_imbalance.Config:
+    """The class-imbalance setting of the ``class-reweighting`` task: one variance ratio, one
+    imbalance ratio, one time and one seed; the rest are :class:`class_imbalance.Config` defaults."""
+    return class_imbalance.Config(
+        time=config.reweighting_time,
+        variance_ratios=(config.reweighting_variance_ratio,),
+        imbalance_ratios=(config.reweighting_imbalance,),
+        seeds=1,
+        seed=config.seed,
+    )
 
 
 # ----------------------------------------------------------------------------- grids
@@ -184,6 +210,19 @@ def optimize(objective, start, config: Config):
     return params, jnp.append(history, objective(params))
 
 
+def class_generalization_times(setting: class_imbalance.Config, train, test, counts, log_weight):
+    """Per-class generalization times with loss weights ``(1, exp(log_weight))``."""
+    weights = jnp.stack([jnp.ones_like(log_weight), jnp.exp(log_weight)])
+    train_loss, test_loss = class_imbalance.class_curves(setting, train, test, counts, weights)
+    return class_imbalance.class_times(setting, train_loss, test_loss)[0]
+
+
+def reweighting_objective(setting, train, test, counts, log_weight):
+    """``(ln tau_gen,1 - ln tau_gen,0)^2``: zero when both classes generalize together."""
+    times = class_generalization_times(setting, train, test, counts, log_weight)
+    return jnp.square(jnp.log(times[1]) - jnp.log(times[0]))
+
+
 # ----------------------------------------------------------------------------- verification by simulation
 
 
@@ -244,6 +283,25 @@ def _run(config: Config) -> xr.Dataset:
             "flatten_time_simulation": (("stage", "mode"), np.stack(simulated)),
             "flatten_objective": (("iteration_flatten",), np.asarray(history)),
         }
+    if "class-reweighting" in config.tasks:
+        setting = reweighting_config(config)
+        counts = class_imbalance.class_counts(setting)[0]
+        key = jax.random.key(config.seed)
+        mu = setting.centroid_norms[0]
+        _, train, test = class_imbalance.class_statistics(setting, key, setting.variance_ratios[0], mu, counts)
+        fresh_key = jax.random.fold_in(key, 1)  # same features and training set, new test points
+        _, _, fresh_test = class_imbalance.class_statistics(setting, key, setting.variance_ratios[0], mu, counts, test_key=fresh_key)
+        objective = lambda p: reweighting_objective(setting, train, test, counts, p)
+        log_weight, history = jax.jit(lambda start: optimize(objective, start, config))(jnp.zeros(()))
+        stages = (jnp.zeros(()), log_weight)
+        coords["class_"] = list(class_imbalance.CLASSES)
+        data_vars |= {
+            "class_weight": (("stage", "class_"), np.array([[1.0, float(jnp.exp(w))] for w in stages])),
+            "class_generalization_time": (("stage", "class_"), np.stack([class_generalization_times(setting, train, test, counts, w) for w in stages])),
+            "class_generalization_time_fresh": (("stage", "class_"), np.stack([class_generalization_times(setting, train, fresh_test, counts, w) for w in stages])),
+            "reweighting_objective": (("iteration_reweighting",), np.asarray(history)),
+            "class_count": (("class_",), np.asarray(counts)),
+        }
     return xr.Dataset(
         data_vars,
         coords=coords,
@@ -281,6 +339,17 @@ def summary(dataset: xr.Dataset, config: Config) -> dict:
             "within_factor_2_simulation": _spread(dataset.flatten_time_simulation.sel(stage="optimized")) <= 2.0,
             "learning_rate_profile": dataset.learning_rate_profile.sel(stage="optimized").values.tolist(),
         }
+    if "class_weight" in dataset:
+        ratio = lambda name, stage: float(dataset[name].sel(stage=stage, class_="class_1") / dataset[name].sel(stage=stage, class_="class_0"))
+        result["class_reweighting"] = {
+            "class_counts": dataset.class_count.values.tolist(),
+            "variance_ratio": config.reweighting_variance_ratio,
+            "objective_initial": float(dataset.reweighting_objective[0]),
+            "objective_optimized": float(dataset.reweighting_objective[-1]),
+            "generalization_time_ratio_1_over_0": {s: ratio("class_generalization_time", s) for s in ("initial", "optimized")},
+            "generalization_time_ratio_fresh_test": {s: ratio("class_generalization_time_fresh", s) for s in ("initial", "optimized")},
+            "optimized_class_weights": dataset.class_weight.sel(stage="optimized").values.tolist(),
+        }
     return result
 
 
@@ -308,6 +377,19 @@ def summary_markdown(result: dict) -> str:
             f"| optimized eta(sigma) | {row['objective_optimized']:.4g} | {row['spread_theory']['optimized']:.4g} | {row['spread_simulation']['optimized']:.4g} |",
             "",
             f"All modes within a factor 2 (re-simulated): {row['within_factor_2_simulation']}.",
+            "",
+        ]
+    if "class_reweighting" in result:
+        row = result["class_reweighting"]
+        lines += [
+            "## (c) class loss weights that equalize per-class generalization times",
+            "",
+            f"Counts n_c = {row['class_counts']}, sigma_1^2/sigma_0^2 = {row['variance_ratio']:g}; optimized weights {row['optimized_class_weights']}.",
+            "",
+            "| | objective | tau_gen,1 / tau_gen,0 | same, fresh test points |",
+            "|---|---|---|---|",
+            f"| w = (1, 1) | {row['objective_initial']:.4g} | {row['generalization_time_ratio_1_over_0']['initial']:.4g} | {row['generalization_time_ratio_fresh_test']['initial']:.4g} |",
+            f"| optimized | {row['objective_optimized']:.4g} | {row['generalization_time_ratio_1_over_0']['optimized']:.4g} | {row['generalization_time_ratio_fresh_test']['optimized']:.4g} |",
             "",
         ]
     return "\n".join(lines)
@@ -341,4 +423,14 @@ def plot(dataset: xr.Dataset, config: Config) -> dict:
         axes[1].set(xlabel="sigma", ylabel="eta(sigma)", title="optimized learning-rate profile")
         figure.tight_layout()
         figures["inverse_flatten"] = figure
+    if "class_weight" in dataset:
+        figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for stage, marker in (("initial", "o"), ("optimized", "s")):
+            axes[0].semilogy([0, 1], dataset.class_generalization_time_fresh.sel(stage=stage), marker + "-", mfc="none", label=f"{stage} weights")
+        axes[0].set(xticks=[0, 1], xticklabels=[f"class {c} (n={n})" for c, n in enumerate(dataset.class_count.values)], ylabel="tau_gen (fresh test)", title="(c) class re-weighting")
+        axes[0].legend(fontsize=7)
+        axes[1].semilogy(dataset.reweighting_objective)
+        axes[1].set(xlabel="Adam step", ylabel="objective")
+        figure.tight_layout()
+        figures["inverse_class_reweighting"] = figure
     return figures

@@ -1,0 +1,349 @@
+"""Theory of the random-features score model: Gaussian equivalence, the spectrum of ``U``, time
+scales, and closed-form loss curves ([BUBM] sec. 3-4 and app., THEORY.md 7).
+
+Model and conventions as in :mod:`models.denoisers.random_features`: OU time ``t``,
+``Delta_t = 1 - e^-2t``, ``s_A(x) = (A/sqrt(p)) g(W x/sqrt(d))``, loss per dimension, gradient
+flow with ``tau = k eta / d^2`` and rates ``2 Delta_t lambda / psi_p`` for the eigenvalues
+``lambda`` of ``U``. Data: isotropic Gaussian ``x0 ~ N(0, sx^2 I)``.
+
+Gaussian equivalence ([BUBM] app., THEORY.md 7). With ``c = e^-t sx``,
+``Gamma_t^2 = c^2 + Delta_t`` and ``u, v, w, z`` iid ``N(0, 1)``:
+``a_t = E[g(c u + sqrt(Delta_t) v) u] / c``, ``b_t = E[g(c u + sqrt(Delta_t) v) v]``,
+``v_t^2 = E[g(c u + sqrt(Delta_t) v) g(c u + sqrt(Delta_t) w)] - m_t^2 - a_t^2 c^2``,
+``s_t^2 = E[g(Gamma_t z)^2] - m_t^2 - a_t^2 c^2 - v_t^2 - b_t^2`` where ``m_t = E[g(Gamma_t z)]``
+(zero for odd ``g`` such as ``tanh``, which is THEORY.md's formula; for other ``g`` the mean only
+adds a rank-one spike to ``U``, so it is removed here). Then, with ``W`` normalised by
+``1/sqrt(d)``, ``U`` has the spectrum of
+``U_GE = (1/n) G G^T + b_t^2 W W^T / d + s_t^2 I``, ``G = a_t c W X / sqrt(d) + v_t Omega``
+(``X`` the ``d x n`` standardised data, ``Omega`` a ``p x n`` standard Gaussian matrix).
+
+Spectral density (**reconstruction**). [BUBM] solve saddle-point equations for the Stieltjes
+transform of ``U`` for a general data covariance. For isotropic data this module uses instead an
+equivalent one-scalar form derived here: conditionally on ``W`` the columns of ``G`` are iid
+with covariance ``C = kappa M + v_t^2 I`` (``M = W W^T/d``, ``kappa = a_t^2 c^2``), so the
+deterministic equivalent of a sample covariance plus a commuting matrix
+``B = b_t^2 M + s_t^2 I`` (Silverstein-Bai) gives
+``q(z) = (1/p) Tr (U - z)^-1 = int rho_M(mu) dmu / (alpha + beta mu)``,
+``alpha = s_t^2 - z + v_t^2/(1 + delta)``, ``beta = b_t^2 + kappa/(1 + delta)``,
+``delta = (psi_p/psi_n) int rho_M(mu) (kappa mu + v_t^2) / (alpha + beta mu) dmu``,
+with ``rho_M`` the Marchenko-Pastur law of ratio ``psi_p`` (closed-form Stieltjes transform).
+It is solved by damped fixed-point iteration from a large imaginary part down to the real axis;
+``rho(lambda) = Im q(lambda + i0) / pi``. The tests check it against the eigenvalues of the
+Gaussian-equivalent matrix and of the Monte Carlo ``U``.
+
+Time scales (THEORY.md 7): the flow relaxes an eigendirection of ``U`` at rate
+``2 Delta_t lambda / psi_p``; ``tau_mem = psi_p / (Delta_t lambda_min(rho_1))`` (the training-set
+bulk ``rho_1`` whose edges are ``s_t^2 + v_t^2 (1 -+ sqrt(psi_p/psi_n))^2``), proportional to
+``n`` when ``psi_p >> psi_n``; ``tau_gen = psi_p / (Delta_t lambda_2)`` with ``lambda_2`` the
+mean of the population bulk ``rho_2`` (of order ``psi_p``), so ``tau_gen ~ 1/Delta_t``,
+independent of ``n``.
+
+[BUBM] T. Bonnaire, R. Urfin, G. Biroli, M. Mezard, "Why Diffusion Models Don't Memorize: The
+Role of Implicit Dynamical Regularization in Training", arXiv 2505.17638.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from dynamics.schedules import vp_noise_variance, vp_signal_scale
+from models.denoisers.random_features import activation_function, marginal_variance
+
+HERMITE_NODES = 64
+
+
+class EquivalenceConstants(NamedTuple):
+    """Gaussian-equivalence constants of one activation at one time (see the module docstring)."""
+
+    a: Float[Array, "..."]
+    b: Float[Array, "..."]
+    v2: Float[Array, "..."]
+    s2: Float[Array, "..."]
+    mean: Float[Array, "..."]
+    signal2: Float[Array, "..."]  # c^2 = e^-2t sx^2
+
+
+def _hermite_rule(num: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss-Hermite nodes and weights normalised to ``E_{z ~ N(0,1)}``."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(num)
+    return nodes, weights / weights.sum()
+
+
+@partial(jax.jit, static_argnames=("activation", "num_nodes"))
+def equivalence_constants(
+    t: ArrayLike, data_std: ArrayLike = 1.0, activation: str = "tanh", num_nodes: int = HERMITE_NODES
+) -> EquivalenceConstants:
+    """``a_t, b_t, v_t^2, s_t^2`` (and ``m_t``, ``c^2``) by Gauss-Hermite quadrature (THEORY.md 7).
+
+    Uses ``num_nodes`` nodes per Gaussian variable (2-d product rule for ``v_t^2``); exact for
+    polynomial ``g`` of degree ``< num_nodes``, and for ``tanh`` at ``num_nodes = 64`` accurate
+    to ~1e-10. Pure ``jax.numpy`` in ``t`` and ``data_std`` (differentiable, vmappable).
+    """
+    g = activation_function(activation)
+    nodes, weights = (jnp.asarray(a) for a in _hermite_rule(num_nodes))
+    signal = vp_signal_scale(t) * jnp.asarray(data_std)
+    noise = jnp.sqrt(vp_noise_variance(t))
+    gamma = jnp.sqrt(jnp.square(signal) + jnp.square(noise))
+    values = g(gamma * nodes)
+    mean = jnp.sum(weights * values)
+    # E[g(c u + sqrt(D) v) u] = (c / Gamma) E[g(Gamma z) z]; likewise for v with sqrt(D)
+    slope = jnp.sum(weights * values * nodes) / gamma
+    a, b = slope, slope * noise
+    conditional = g(signal * nodes[:, None] + noise * nodes[None, :]) @ weights  # E_v g | u
+    second = jnp.sum(weights * jnp.square(conditional))
+    v2 = second - jnp.square(mean) - jnp.square(a * signal)
+    s2 = jnp.sum(weights * jnp.square(values)) - jnp.square(mean) - jnp.square(a * signal) - v2 - jnp.square(b)
+    return EquivalenceConstants(a, b, v2, s2, mean, jnp.square(signal))
+
+
+def training_bulk_edges(constants: EquivalenceConstants, psi_p, psi_n) -> tuple[float, float]:
+    """THEORY.md 7 edges of ``rho_1``: ``s_t^2 + v_t^2 (1 -+ sqrt(psi_p/psi_n))^2`` (the
+    Marchenko-Pastur edges of ``v_t^2 Omega Omega^T / n`` shifted by ``s_t^2``; the exact
+    edges of the full model come from :func:`spectral_density`)."""
+    root = np.sqrt(psi_p / psi_n)
+    s2, v2 = float(constants.s2), float(constants.v2)
+    return s2 + v2 * (1 - root) ** 2, s2 + v2 * (1 + root) ** 2
+
+
+def population_bulk_edges(constants: EquivalenceConstants, psi_p) -> tuple[float, float]:
+    """Leading-order edges of the population bulk ``rho_2`` (``d`` eigenvalues, scale ``psi_p``):
+    ``s_t^2 + v_t^2 + (a_t^2 c^2 + b_t^2) (sqrt(psi_p) -+ 1)^2``, the nonzero Marchenko-Pastur
+    spectrum of ``(a_t^2 c^2 + b_t^2) W W^T / d`` shifted by the isotropic parts; exact as
+    ``psi_n -> infinity`` (at finite ``psi_n`` the bulk widens, see :func:`spectral_density`)."""
+    scale = float(constants.a**2 * constants.signal2 + constants.b**2)
+    shift = float(constants.s2 + constants.v2)
+    return shift + scale * (np.sqrt(psi_p) - 1) ** 2, shift + scale * (np.sqrt(psi_p) + 1) ** 2
+
+
+def time_scales(constants: EquivalenceConstants, t, psi_p, psi_n) -> dict[str, float]:
+    """Predicted ``tau_gen`` and ``tau_mem`` (THEORY.md 7, [BUBM] sec. 4).
+
+    ``tau_mem = psi_p / (Delta_t lambda_min(rho_1))`` with the THEORY.md edge of
+    :func:`training_bulk_edges`, and ``tau_mem_exact_edge`` the same with the lower edge of
+    ``rho_1`` from the solved density (:func:`bulk_edges`). ``tau_gen = psi_p ln 2 / (4 Delta_t
+    lambda_2)`` with ``lambda_2 = s_t^2 + v_t^2 + (a_t^2 c^2 + b_t^2) psi_p`` the mean of ``rho_2``:
+    a population mode's weight error decays as ``exp(-2 Delta_t lambda tau / psi_p)``, its
+    squared error (the score error) as the square of that, so the error makes half of its drop at
+    this time (the definition of :func:`dynamics.measures.generalization_time`); ``~ 1/Delta_t``
+    and independent of ``n``.
+    """
+    delta = float(vp_noise_variance(t))
+    low, _ = training_bulk_edges(constants, psi_p, psi_n)
+    exact_low = bulk_edges(constants, psi_p, psi_n)[0][0]
+    mean_population = float(constants.s2 + constants.v2 + (constants.a**2 * constants.signal2 + constants.b**2) * psi_p)
+    return {
+        "tau_gen": psi_p * np.log(2.0) / (4.0 * delta * mean_population),
+        "tau_mem": psi_p / (delta * low),
+        "tau_mem_exact_edge": psi_p / (delta * exact_low),
+        "lambda_min_rho1": low,
+        "lambda_min_rho1_exact": exact_low,
+        "lambda_mean_rho2": mean_population,
+    }
+
+
+@partial(jax.jit, static_argnames=("num_points",))
+def gaussian_equivalent_matrix(
+    key: jax.Array, W: Float[Array, "p d"], constants: EquivalenceConstants, num_points: int
+) -> Float[Array, "p p"]:
+    """One draw of ``U_GE = (1/n) G G^T + b_t^2 W W^T/d + s_t^2 I`` with
+    ``G = a_t c W X/sqrt(d) + v_t Omega`` (``X``: ``d x n``, ``Omega``: ``p x n``, standard
+    Gaussian; ``n = num_points``): the matrix whose spectrum :func:`spectral_density` describes
+    ([BUBM] app., THEORY.md 7). Differs from the true ``U`` by the higher Hermite orders of ``g``,
+    which the Gaussian equivalence neglects (they matter once ``p`` is comparable to ``d^2/2``)."""
+    p, d = W.shape
+    data_key, noise_key = jax.random.split(key)
+    X = jax.random.normal(data_key, (d, num_points), W.dtype)
+    Omega = jax.random.normal(noise_key, (p, num_points), W.dtype)
+    G = constants.a * jnp.sqrt(constants.signal2) * W @ X / jnp.sqrt(d) + jnp.sqrt(constants.v2) * Omega
+    return G @ G.T / num_points + constants.b**2 * W @ W.T / d + constants.s2 * jnp.eye(p, dtype=W.dtype)
+
+
+def _marchenko_pastur_stieltjes(zeta: np.ndarray, ratio: float) -> np.ndarray:
+    """``int rho(mu) / (mu - zeta)`` for the law of ``Z Z^T / N`` (``P x N`` standard Gaussian
+    ``Z``, ``ratio = P/N``), including its atom ``1 - 1/ratio`` at 0 when ``ratio > 1``.
+
+    ``sqrt(zeta - l-) sqrt(zeta - l+)`` with principal roots puts the branch cut exactly on the
+    support ``[l-, l+]``, so this is the physical sheet everywhere off it.
+    """
+    low, high = (1 - np.sqrt(ratio)) ** 2, (1 + np.sqrt(ratio)) ** 2
+    root = np.sqrt(zeta - low) * np.sqrt(zeta - high)
+    return (1 - ratio - zeta + root) / (2 * ratio * zeta)
+
+
+def _resolvent_trace(z, delta, scalars, psi_p):
+    """``(q, delta_integrand)``: ``int rho_M / (alpha + beta mu)`` and
+    ``int rho_M (kappa mu + v^2) / (alpha + beta mu)``; ``scalars = (kappa, v^2, s^2, b^2)``."""
+    kappa, v2, s2, b2 = scalars
+    alpha = s2 - z + v2 / (1 + delta)
+    beta = b2 + kappa / (1 + delta)
+    q = _marchenko_pastur_stieltjes(-alpha / beta, psi_p) / beta
+    weighted = (1 - alpha * q) / beta  # int rho_M mu / (alpha + beta mu)
+    return q, kappa * weighted + v2 * q
+
+
+def stieltjes_transform(
+    z: np.ndarray,
+    constants: EquivalenceConstants,
+    psi_p: float,
+    psi_n: float,
+    *,
+    iterations: int = 4000,
+    damping: float = 0.5,
+) -> np.ndarray:
+    """``q(z) = (1/p) Tr (U - z)^-1`` of the Gaussian-equivalent ``U`` for complex ``z`` with
+    ``Im z > 0`` (**reconstruction**, see the module docstring), by damped fixed-point
+    iteration on ``delta``, continued from ``Im z + 10`` down to ``Im z`` in 20 stages of at
+    most ``iterations / 20`` steps (a stage stops once ``delta`` changes by < 1e-13 relative).
+    Near the real axis inside a bulk the contraction is slow: at ``Im z = 1e-9 Re z`` the default
+    reaches ~1e-6 relative accuracy (measured against 20000 iterations)."""
+    z = np.asarray(z, dtype=complex)
+    delta = np.zeros_like(z)
+    scalars = tuple(float(x) for x in (constants.a**2 * constants.signal2, constants.v2, constants.s2, constants.b**2))
+    for lift in np.geomspace(10.0, 1e-8, 20):
+        shifted = z + 1j * lift * (lift > 1e-7)
+        for _ in range(iterations // 20):
+            _, integrand = _resolvent_trace(shifted, delta, scalars, psi_p)
+            updated = damping * delta + (1 - damping) * (psi_p / psi_n) * integrand
+            converged = np.max(np.abs(updated - delta) / (1 + np.abs(delta))) < 1e-13
+            delta = updated
+            if converged:
+                break
+    return _resolvent_trace(z, delta, scalars, psi_p)[0]
+
+
+def spectral_density(
+    eigenvalue_grid: np.ndarray,
+    constants: EquivalenceConstants,
+    psi_p: float,
+    psi_n: float,
+    *,
+    broadening: float = 1e-6,
+) -> np.ndarray:
+    """Density ``rho(lambda) = Im q(lambda + i eps) / pi`` of the eigenvalues of ``U``
+    (normalised over all ``p`` eigenvalues; the atoms, e.g. at ``s_t^2`` when
+    ``psi_p > psi_n + 1``, appear as narrow peaks of height ``~1/eps``: integrate
+    :func:`spectral_mass` across them instead)."""
+    grid = np.asarray(eigenvalue_grid, dtype=float)
+    return np.imag(stieltjes_transform(grid + 1j * broadening, constants, psi_p, psi_n)) / np.pi
+
+
+def noise_atom(constants: EquivalenceConstants, psi_p: float, psi_n: float) -> tuple[float, float]:
+    """``(location, mass)`` of the atom of ``U_GE`` at ``s_t^2``: the ``max(p - n - d, 0)``
+    directions orthogonal to both ``W`` and ``G`` (fraction ``1 - (psi_n + 1)/psi_p``)."""
+    return float(constants.s2), max(0.0, 1.0 - (psi_n + 1.0) / psi_p)
+
+
+def spectral_mass(edges: np.ndarray, constants: EquivalenceConstants, psi_p: float, psi_n: float) -> np.ndarray:
+    """Fraction of the eigenvalues of ``U`` in each bin ``[edges[i], edges[i+1])``, atom included.
+
+    The atom of :func:`noise_atom` is added to its bin and subtracted from ``q``; the rest,
+    ``(1/pi) int_bin Im q_c(x + i0) dx``, is the contour integral of ``q_c`` around the rectangle
+    over the bin of height ``h`` = half its width:
+    ``(1/pi) [int Im q_c(x + ih) dx - int_0^h Re q_c(right + iy) dy + int_0^h Re q_c(left + iy) dy]``
+    (Gauss-Legendre, 16 nodes per side), which stays away from the real axis.
+    """
+    edges = np.asarray(edges, dtype=float)
+    location, mass = noise_atom(constants, psi_p, psi_n)
+    continuous = lambda z: stieltjes_transform(z, constants, psi_p, psi_n) - mass / (location - z)
+    nodes, weights = np.polynomial.legendre.leggauss(16)
+    left, right = edges[:-1, None], edges[1:, None]
+    width = right - left
+    height = 0.5 * width
+    top = np.imag(continuous(0.5 * (left + right) + 0.5 * width * nodes[None, :] + 1j * height)) @ weights * 0.5 * width[:, 0]
+    y = 0.5 * height * (nodes[None, :] + 1)
+    sides = np.real(continuous(np.concatenate([left + 1j * y, right + 1j * y]))) @ weights * 0.5 * np.concatenate([height, height])[:, 0]
+    bins = edges.size - 1
+    result = (top + sides[:bins] - sides[bins:]) / np.pi
+    inside = (edges[:-1] <= location) & (location < edges[1:])
+    return result + mass * inside
+
+
+def bulk_edges(
+    constants: EquivalenceConstants, psi_p: float, psi_n: float, *, num: int = 1000, threshold: float = 1e-6
+) -> list[tuple[float, float]]:
+    """Support of the continuous part of the theoretical density, as ``[(low, high), ...]`` in
+    increasing order: normally ``rho_1`` (training points) then ``rho_2`` (population).
+
+    The density is evaluated on ``num`` log-spaced points from ``1e-3 s_t^2`` to twice the upper
+    population edge of :func:`population_bulk_edges`; a point belongs to the support where the
+    mass per unit ``log lambda``, ``lambda rho(lambda)``, exceeds ``threshold``. Edges are
+    accurate to the grid spacing (``~1.5%`` at the default ``num``); compare the THEORY.md
+    approximations :func:`training_bulk_edges`, :func:`population_bulk_edges`.
+    """
+    location, mass = noise_atom(constants, psi_p, psi_n)
+    top = 2.0 * population_bulk_edges(constants, psi_p)[1]
+    grid = np.geomspace(1e-3 * max(float(constants.s2), 1e-12), top, num)
+    q = stieltjes_transform(grid + 1e-9j * grid, constants, psi_p, psi_n) - mass / (location - grid - 1e-9j * grid)
+    inside = grid * np.imag(q) / np.pi > threshold
+    changes = np.flatnonzero(np.diff(inside.astype(int))) + 1
+    bounds = np.concatenate([[0] if inside[0] else [], changes, [num] if inside[-1] else []]).astype(int)
+    return [(float(grid[start]), float(grid[stop - 1])) for start, stop in zip(bounds[0::2], bounds[1::2])]
+
+
+class FlowSpectrum(NamedTuple):
+    """Eigendecomposition of the training ``U`` with ``V`` projected on it: enough to evaluate
+    any quadratic loss of the gradient-flow weights at any time without forming them."""
+
+    eigenvalues: Float[Array, " p"]
+    vectors: Float[Array, "p p"]
+    projected: Float[Array, "p d"]  # vectors^T V
+
+
+@jax.jit
+def flow_spectrum(U: Float[Array, "p p"], V: Float[Array, "p d"]) -> FlowSpectrum:
+    eigenvalues, vectors = jnp.linalg.eigh(U)
+    return FlowSpectrum(eigenvalues, vectors, vectors.T @ V)
+
+
+def flow_mode_weights(spectrum: FlowSpectrum, t: ArrayLike, taus: Float[Array, " k"]) -> Float[Array, "k p"]:
+    """``w_i(tau) = [1 - exp(-(2 Delta_t/psi_p) lambda_i tau)] / lambda_i``: the gradient-flow
+    weights are ``A(tau)/sqrt(p) = -(1/sqrt(Delta_t)) V^T Q diag(w(tau)) Q^T`` (THEORY.md 7)."""
+    p, d = spectrum.projected.shape
+    rate = 2.0 * vp_noise_variance(t) * d / p
+    lam = spectrum.eigenvalues
+    safe = jnp.where(lam == 0, 1.0, lam)
+    exponent = rate * lam[None, :] * taus[:, None]
+    return jnp.where(lam[None, :] == 0, rate * taus[:, None], -jnp.expm1(-exponent) / safe[None, :])
+
+
+def flow_quadratic_curve(
+    spectrum: FlowSpectrum,
+    second: Float[Array, "p p"],
+    cross: Float[Array, "p d"],
+    weights: Float[Array, "k p"],
+) -> tuple[Float[Array, " k"], Float[Array, " k"]]:
+    """``(Tr(A^T A S)/(p d), Tr(A C)/(sqrt(p) d))`` along the flow for any statistics
+    ``S = E[phi phi^T]`` (``p x p``) and ``C = E[phi y^T]`` (``p x d``), times ``Delta_t`` and
+    ``-sqrt(Delta_t)`` respectively: with ``Y = Q^T V`` the answers are
+    ``w^T [(Y Y^T) o (Q^T S Q)] w / d`` and ``w . diag(Q^T C Y^T) / d``. One ``p^3`` rotation, then
+    ``O(p^2)`` per time."""
+    Y, Q = spectrum.projected, spectrum.vectors
+    d = Y.shape[1]
+    kernel = (Y @ Y.T) * (Q.T @ second @ Q)
+    linear = jnp.sum((Q.T @ cross) * Y, axis=1)
+    return jnp.einsum("ki,ij,kj->k", weights, kernel, weights) / d, weights @ linear / d
+
+
+@jax.jit
+def flow_loss_curve(spectrum: FlowSpectrum, U: Float[Array, "p p"], V: Float[Array, "p d"], t, taus) -> Float[Array, " k"]:
+    """:func:`models.denoisers.random_features.quadratic_loss` of the gradient-flow weights at
+    ``taus`` against the statistics ``U, V`` (the training set's: training loss; fresh data's:
+    test loss): ``1 + (1/d) [w^T H w - 2 w . h]``."""
+    quadratic, linear = flow_quadratic_curve(spectrum, U, V, flow_mode_weights(spectrum, t, taus))
+    return 1.0 + quadratic - 2.0 * linear
+
+
+@jax.jit
+def flow_score_error_curve(spectrum: FlowSpectrum, phi_phi, phi_x, t, taus, data_std=1.0) -> Float[Array, " k"]:
+    """:func:`models.denoisers.random_features.gaussian_score_error` of the gradient-flow weights
+    at ``taus``: ``(1/d)[w^T H w / Delta_t - 2 w . h / (sqrt(Delta_t) Gamma_t^2)] + 1/Gamma_t^2``."""
+    delta = vp_noise_variance(t)
+    gamma2 = marginal_variance(t, data_std)
+    quadratic, linear = flow_quadratic_curve(spectrum, phi_phi, phi_x, flow_mode_weights(spectrum, t, taus))
+    return quadratic / delta - 2.0 * linear / (jnp.sqrt(delta) * gamma2) + 1.0 / gamma2

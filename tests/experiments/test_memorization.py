@@ -1,0 +1,82 @@
+"""The memorization study ([BUBM], THEORY.md 7): schema, closed form vs GD, times, CLI, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from experiments import cli, memorization
+
+TINY = ["--dim", "8", "--psi-p", "4", "--psi-n", "1,2", "--num-tau", "40", "--tau-max", "1e5",
+        "--simulate-tau-max", "30", "--num-records", "12", "--num-bins", "12"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("memorization") / "run"
+    assert cli.main(["run", "memorization", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_cli_writes_results_summary_and_figures(tiny):
+    for name in ("results.nc", "config.json", "summary.json", "summary.md", "curves.png", "spectrum.png", "time_scales.png"):
+        assert (tiny / name).is_file(), name
+    ds = xr.open_dataset(tiny / "results.nc", engine="h5netcdf")
+    assert ds.train_loss.dims == ("psi_n", "tau") and ds.train_loss.shape == (2, 40)
+    assert ds.eigenvalues.shape == (2, 32)
+    np.testing.assert_allclose(ds.spectrum_theory.sum("bin"), 1.0, atol=0.02)  # bins cover the support
+    np.testing.assert_allclose(ds.spectrum_empirical.sum("bin"), 1.0)
+    summary = json.loads((tiny / "summary.json").read_text())
+    assert set(summary["per_psi_n"]) == {"1.0", "2.0"}
+    assert "tau_mem_slope" in summary and "tau_gen_relative_change" in summary
+
+
+def test_curves_start_at_one_and_generalize_then_memorize(tiny):
+    ds = xr.open_dataset(tiny / "results.nc", engine="h5netcdf")
+    np.testing.assert_allclose(ds.train_loss.isel(tau=0), 1.0, atol=2e-3)  # L(A = 0) = 1
+    final_gap = (ds.test_loss - ds.train_loss).isel(tau=-1)
+    assert np.all(final_gap > 0.05)  # p > n: the flow ends memorizing
+    assert np.all(ds.train_loss.diff("tau") <= 1e-12)  # the training loss only decreases
+    assert np.all(ds.tau_gen < ds.tau_mem)
+
+
+def test_simulated_gd_follows_the_closed_form(tiny):
+    """Plain GD at 0.1 of the stability limit vs the exact flow at the recorded times."""
+    deviation = json.loads((tiny / "summary.json").read_text())["closed_form_vs_gd_max_abs"]
+    assert deviation["train_loss"] < 1e-2 and deviation["test_loss"] < 1e-2 and deviation["score_error"] < 2e-2
+
+
+def test_measured_generalization_time_matches_prediction(tiny):
+    ds = xr.open_dataset(tiny / "results.nc", engine="h5netcdf")
+    np.testing.assert_allclose(ds.tau_gen, ds.tau_gen_predicted, rtol=0.3)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        (["--dim", "1"], "dim"),
+        (["--psi-n", "0.33"], "psi_n"),
+        (["--psi-p", "-1"], "psi_p"),
+        (["--activation", "swish"], "activation"),
+        (["--tau-min", "10", "--tau-max", "1"], "tau_min"),
+        (["--simulate-tau-max", "1e9"], "simulate_tau_max"),
+        (["--step-fraction", "2"], "step_fraction"),
+    ],
+)
+def test_bad_input_fails_early_with_one_line(tmp_path, capsys, arguments, field):
+    out = tmp_path / "never"
+    assert cli.main(["run", "memorization", "--out", str(out), *arguments]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"diffdyn: error: {field}: ")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_paper_preset():
+    """[BUBM] figure settings (d = 100, psi_p = 64): tau_gen flat, tau_mem growing with n."""
+    config = memorization.PRESETS["paper"]
+    ds = memorization.run(config)
+    result = memorization.summary(ds, config)
+    assert result["tau_gen_relative_change"] < 0.2
+    assert result["tau_mem_slope"] > 0.5
