@@ -8,8 +8,13 @@
 - :mod:`.convolution`: full-width circular and local patch convolutions on periodic signals,
   Fourier-space weights and generated variance [WP sec. 5.2].
 - :mod:`.flow_matching`: linear flow-matching velocity field [WP app. H].
+- :mod:`.random_features`: Gaussian-equivalence constants, spectral density of the feature
+  covariance ``U``, bulk edges, generalization / memorization time scales [BUBM].
+- :mod:`.speciation`: speciation and collapse times, the minority delay ``K*(h)``, exact-score
+  cloning and basin measurements [BBdBM].
 
-Conventions everywhere (THEORY.md section 1): EDM sigma-time ``x = x0 + sigma z``; per-noise-level
+Conventions (THEORY.md section 1; ``random_features`` and ``speciation`` use OU time ``t``,
+THEORY.md 7-8): EDM sigma-time ``x = x0 + sigma z``; per-noise-level
 loss summed over dimensions and not halved; gradient flow ``dtheta/dtau = -eta grad L`` with
 training time ``tau`` = learning rate x number of steps. All functions are pure ``jax.numpy``,
 broadcast their inputs elementwise, and are jit-able and differentiable.
@@ -18,4 +23,4 @@ broadcast their inputs elementwise, and are jit-able and differentiable.
 Diffusion Models", arXiv 2503.03206.
 """
 
-from . import convolution, deep_linear, flow_matching, linear
+from . import convolution, deep_linear, flow_matching, linear, random_features, speciation

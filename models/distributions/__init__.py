@@ -1,4 +1,5 @@
-"""Data distributions: Gaussian data with chosen spectra (``models.distributions.gaussian``)."""
+"""Data distributions: Gaussian data with chosen spectra (``models.distributions.gaussian``) and
+Gaussian mixtures with classes, imbalance and exact noised scores (``models.distributions.mixtures``)."""
 
 from models.distributions.gaussian import (
     GaussianData,
