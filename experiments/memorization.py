@@ -37,6 +37,7 @@ import xarray as xr
 from dynamics import measures
 from dynamics.schedules import vp_noise_variance
 from dynamics.theory import random_features as theory
+from dynamics.sweep import Workload, with_values
 from dynamics.training import log_spaced_steps
 from dynamics.validation import (
     ConfigError,
@@ -221,6 +222,52 @@ def _run(config: Config) -> xr.Dataset:
     dataset["test_loss"].attrs["long_name"] = "closed-form gradient flow, test loss (population U, V)"
     dataset["score_error"].attrs["long_name"] = "(1/d) E|s_A - grad log P_t|^2 under P_t"
     return dataset
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SCAN_TRACED = ("time", "data_std")  # vary inside one compiled sweep program
+
+
+def validate_sweep(config: Config, fields: tuple[str, ...]) -> None:
+    """A sweep run trains on one training-set size: sweep ``psi_n`` or give one value."""
+    if "psi_n" not in fields and len(config.psi_n) > 1:
+        raise ConfigError(f"psi_n: a sweep runs one training-set size per run; sweep it with --grid psi_n=... or give one value, got {config.psi_n}")
+
+
+def scan_workload(config: Config) -> Workload:
+    """One run for :func:`dynamics.sweep.sweep`: features, training set and closed-form flow for
+    one ``psi_n`` (static: it sets ``n``) at traced OU time ``time`` and data scale ``data_std``.
+
+    Seed ``s`` draws ``W`` and the training set from ``fold_in(key(seed), s)``. Outputs: the
+    closed-form ``train_loss``, ``test_loss``, ``score_error`` over ``tau`` and the measured
+    ``tau_gen`` (score error), ``tau_mem`` (train/test gap).
+    """
+    d, p, (n,) = sizes(config)
+    grid = taus(config)
+
+    def run_one(key, values):
+        traced = with_values(config, values)
+        t, std = traced.time, traced.data_std
+        W = rf.sample_features(jax.random.fold_in(key, 0), d, p)
+        population = rf.gaussian_population_statistics(W, t, std, config.activation, order=config.mehler_order)
+        x0 = std * jax.random.normal(jax.random.fold_in(key, 1), (n, d))
+        U, V = rf.expected_feature_statistics(W, x0, t, config.activation, order=config.mehler_order)
+        train, test, score = closed_form_curves(traced, U, V, population, theory.flow_spectrum(U, V), jnp.asarray(grid))
+        return {
+            "train_loss": train,
+            "test_loss": test,
+            "score_error": score,
+            "tau_gen": measures.generalization_time(jnp.asarray(grid), score),
+            "tau_mem": measures.memorization_time(jnp.asarray(grid), train, test),
+        }
+
+    curve = ("tau",)
+    return Workload(
+        run=run_one,
+        dims={"train_loss": curve, "test_loss": curve, "score_error": curve},
+        coords={"tau": grid},
+    )
 
 
 def _measured_times(dataset: xr.Dataset) -> dict[str, np.ndarray]:

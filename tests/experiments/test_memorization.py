@@ -80,3 +80,20 @@ def test_paper_preset():
     result = memorization.summary(ds, config)
     assert result["tau_gen_relative_change"] < 0.2
     assert result["tau_mem_slope"] > 0.5
+
+
+def test_scan_over_time_and_training_set_size(tmp_path, tiny):
+    """``diffdyn scan memorization``: OU time traced inside one program per psi_n; tau_gen
+    follows its prediction at t = 0.1 and scales as 1/Delta_t."""
+    out = tmp_path / "scan"
+    shape = ["--dim", "8", "--psi-p", "4", "--num-tau", "40", "--tau-max", "1e5", "--simulate-tau-max", "0"]
+    assert cli.main(["scan", "memorization", "--out", str(out), *shape, "--grid", "psi_n=1,2", "--grid", "time=0.1,0.4", "--seeds", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["programs"] == 2 and summary["compiles"] == 2 and summary["runs"] == 8
+    scanned = xr.open_dataset(out / "results.nc", engine="h5netcdf")
+    assert scanned.score_error.dims == ("psi_n", "time", "seed", "tau")
+    study = xr.open_dataset(tiny / "results.nc", engine="h5netcdf")
+    np.testing.assert_allclose(scanned.tau_gen.sel(time=0.1).mean("seed"), study.tau_gen_predicted, rtol=0.3)
+    delta = lambda t: 1 - np.exp(-2 * t)
+    ratio = scanned.tau_gen.sel(time=0.1) / scanned.tau_gen.sel(time=0.4)
+    np.testing.assert_allclose(ratio, delta(0.4) / delta(0.1), rtol=0.2)
