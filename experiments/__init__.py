@@ -19,6 +19,7 @@ EXPERIMENTS: dict[str, str] = {
     "inverse-design": "experiments.inverse_design",
     "speciation": "experiments.speciation",
     "class-imbalance": "experiments.class_imbalance",
+    "nonlinear-spectral-bias": "experiments.nonlinear_spectral_bias",
     "memorization": "experiments.memorization",
 }
 
