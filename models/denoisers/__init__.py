@@ -8,12 +8,18 @@ with pure methods over plain pytrees of parameters:
 * ``affine(params) -> (A, c)`` for denoisers affine in ``x`` (``D(x) = A x + c``), which makes the
   exact population loss and exact covariance propagation available.
 
-Models here are independent per noise level (one parameter set per sigma node, as in [WP]);
+The nonlinear networks (``MLPUNet``, ``UNet``) instead expose ``init(key, ...)`` and a raw
+``network(params, x, c_noise)`` for ONE sample, which ``dynamics.edm.precondition`` turns into a
+denoiser conditioned on sigma (THEORY.md 6).
+
+The linear models here are independent per noise level (one parameter set per sigma node, as in [WP]);
 ``dynamics.sampling.grid_denoiser`` interpolates a grid of them in ``log sigma``.
 """
 
 from models.denoisers.convolution import Circulant, Patch, circulant_matrix
 from models.denoisers.deep_linear import DeepLinear, SymmetricTwoLayer
 from models.denoisers.linear import Linear
+from models.denoisers.mlp import MLPUNet
+from models.denoisers.unet import UNet
 
-__all__ = ["Circulant", "DeepLinear", "Linear", "Patch", "SymmetricTwoLayer", "circulant_matrix"]
+__all__ = ["Circulant", "DeepLinear", "Linear", "MLPUNet", "Patch", "SymmetricTwoLayer", "UNet", "circulant_matrix"]
