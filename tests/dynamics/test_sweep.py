@@ -205,8 +205,8 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path):
 
 
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
-    finished(python(f"out={tmp_path / 'whole'}", "chunk=1", "num_steps=20000"))
-    process = python(f"out={tmp_path / 'killed'}", "chunk=1", "num_steps=20000")
+    finished(python(f"out={tmp_path / 'whole'}", "chunk=1", "num_steps=200000"))
+    process = python(f"out={tmp_path / 'killed'}", "chunk=1", "num_steps=200000")
     chunks = tmp_path / "killed" / "chunks"
     deadline = time.time() + 240
     while time.time() < deadline and len(list(chunks.glob("*.npz")) if chunks.exists() else []) < 3:
@@ -216,7 +216,7 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     done = len(list(chunks.glob("*.npz")))
     assert 3 <= done < 32, f"the kill landed after {done} of 32 chunks"
     assert not (tmp_path / "killed" / "results.nc").exists()
-    finished(python(f"out={tmp_path / 'killed'}", "chunk=1", "num_steps=20000", "resume=1"))
+    finished(python(f"out={tmp_path / 'killed'}", "chunk=1", "num_steps=200000", "resume=1"))
     resumed, whole = load(tmp_path / "killed"), load(tmp_path / "whole")
     xr.testing.assert_identical(resumed, whole)
 
