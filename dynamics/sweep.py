@@ -28,8 +28,9 @@ Guarantees (tested in ``tests/dynamics/test_sweep.py``):
 * Storage: each finished chunk is written atomically to ``OUT/chunks/``; a resumed sweep
   (``resume=True``) computes only the missing chunks with the same chunk size, so its result
   equals an uninterrupted sweep's bit for bit (on the same machine).
-* Divergence: a run with any NaN/inf output is masked (its float outputs set to NaN), flagged
-  in the ``diverged`` variable and counted; vmapped runs are independent, so others are intact.
+* Divergence: a run with any NaN/inf output (or, if the workload names them, any NaN/inf in its
+  ``divergence_outputs``) is masked (its float outputs set to NaN), flagged in the ``diverged``
+  variable and counted; vmapped runs are independent, so others are intact.
 """
 
 from __future__ import annotations
@@ -69,12 +70,16 @@ class Workload:
     """One run of a study: ``run(key, values)`` for the traced field values (scalars).
 
     ``dims[name]`` names the axes of output ``name`` (one run); ``coords`` gives coordinate
-    values for any of those axes (others get ``0..n-1``).
+    values for any of those axes (others get ``0..n-1``). ``divergence_outputs`` names the
+    outputs whose NaN/inf marks the run as diverged (default ``None``: every float output);
+    leave out outputs for which NaN is a legitimate value, such as an emergence time that is
+    NaN when a mode never emerges.
     """
 
     run: RunFn
     dims: Mapping[str, tuple[str, ...]]
     coords: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    divergence_outputs: tuple[str, ...] | None = None
 
 
 # ----------------------------------------------------------------------------- grids
@@ -122,6 +127,18 @@ def with_values(config, values: Mapping[str, float | int]):
             for field, value in values.items()
         },
     )
+
+
+def require_one_value_per_run(config, fields: Sequence[str], swept: Sequence[str]) -> None:
+    """For a study's ``validate_sweep`` when one run takes ONE value of each tuple field in
+    ``fields`` (a grid point): each must be swept or hold a single value, else a
+    :class:`ConfigError` naming the first that does not."""
+    for field in fields:
+        values = getattr(config, field)
+        if field not in swept and len(values) > 1:
+            raise ConfigError(
+                f"{field}: a sweep run takes one value; sweep it with --grid {field}=... or give one value, got {values}"
+            )
 
 
 def resolve_grid(study: ModuleType, config, grid: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
@@ -200,9 +217,13 @@ def _traced_defaults(config, swept: Sequence[str]):
     return dataclasses.replace(config, **defaults)
 
 
-def _mask_diverged(outputs: Mapping[str, Array]) -> tuple[dict[str, Array], Bool[Array, ""]]:
-    """One run's outputs with float outputs set to NaN if any output is not finite."""
-    inexact = [value for value in outputs.values() if jnp.issubdtype(value.dtype, jnp.inexact)]
+def _mask_diverged(
+    outputs: Mapping[str, Array], checked: Sequence[str] | None = None
+) -> tuple[dict[str, Array], Bool[Array, ""]]:
+    """One run's outputs with float outputs set to NaN if any ``checked`` output (default: any
+    output) is not finite."""
+    names = outputs if checked is None else checked
+    inexact = [outputs[name] for name in names if jnp.issubdtype(outputs[name].dtype, jnp.inexact)]
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(value)) for value in inexact])) if inexact else jnp.bool_(True)
     masked = {
         name: jnp.where(finite, value, jnp.nan) if jnp.issubdtype(value.dtype, jnp.inexact) else value
@@ -225,7 +246,7 @@ def chunk_program(study: ModuleType, static_config, devices: tuple) -> Callable:
 
     def one(root_seed, seed, values):
         key = jax.random.fold_in(jax.random.key(root_seed), seed)
-        return _mask_diverged(workload.run(key, values))
+        return _mask_diverged(workload.run(key, values), workload.divergence_outputs)
 
     def batch(root_seed, seeds, values):
         TRACES[study.__name__] += 1  # runs at trace time only

@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from dynamics import measures
+from dynamics.sweep import Workload, require_one_value_per_run, with_values
 from dynamics.validation import (
     ConfigError,
     require_choice,
@@ -366,3 +367,60 @@ def plot(dataset: xr.Dataset, config: Config) -> dict:
     figure.tight_layout()
     figures["class_curves"] = figure
     return figures
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SCAN_TRACED = ("time", "variance_ratios", "centroid_norm_0", "centroid_norms")  # vary inside one compiled sweep program
+POINT_FIELDS = ("variance_ratios", "centroid_norms", "imbalance_ratios")  # one value each per sweep run
+
+
+def validate_sweep(config: Config, fields: tuple[str, ...]) -> None:
+    """A sweep run is ONE grid point (variance ratio, centroid norm, imbalance ratio): each of
+    :data:`POINT_FIELDS` is swept or holds one value; ``class_weights`` (a pair) is not sweepable."""
+    if "class_weights" in fields:
+        raise ConfigError("class_weights: a pair (one weight per class), not sweepable; set it with --class-weights W0,W1")
+    require_one_value_per_run(config, POINT_FIELDS, fields)
+
+
+def scan_workload(config: Config) -> Workload:
+    """One run for :func:`dynamics.sweep.sweep`: the study (THEORY.md 8) at one (variance ratio,
+    centroid norm, imbalance ratio) point and one seed; times ``tau = k eta / d^2``.
+
+    Traced (:data:`SCAN_TRACED`): OU time ``time``, ``sigma_1^2/sigma_0^2`` and both centroid
+    norms; ``imbalance_ratios`` sets the class counts (static: one program per ratio). The key of
+    seed ``s`` is the one :func:`run` gives it (``fold_in(key(seed), s)``), so a sweep run equals
+    the corresponding entry of :func:`run`. Outputs: ``train_loss``, ``test_loss[class_, tau]``,
+    ``generalization_time``, ``memorization_time[class_]``, and ``learned_first``,
+    ``memorized_first``: 1 if class 1's time is the shorter, else 0 (one seed's
+    :func:`first_class`).
+    """
+    (counts,) = class_counts(config)
+
+    def run_one(key, values):
+        point = with_values(config, values)
+        _, train, test = class_statistics(point, key, point.variance_ratios[0], point.centroid_norms[0], counts)
+        train_loss, test_loss = class_curves(point, train, test, counts, point.class_weights)
+        generalization, memorization = class_times(point, train_loss, test_loss)
+        first = lambda times: (times[1] < times[0]).astype(jnp.int32)
+        return {
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "generalization_time": generalization,
+            "memorization_time": memorization,
+            "learned_first": first(generalization),
+            "memorized_first": first(memorization),
+        }
+
+    per_class = ("class_",)
+    return Workload(
+        run=run_one,
+        dims={
+            "train_loss": ("class_", "tau"),
+            "test_loss": ("class_", "tau"),
+            "generalization_time": per_class,
+            "memorization_time": per_class,
+        },
+        coords={"class_": np.array(CLASSES), "tau": taus(config)},
+        divergence_outputs=("train_loss", "test_loss"),  # a time is NaN when its curve never gets there
+    )

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from dynamics.sweep import Workload, require_one_value_per_run, with_values
 from dynamics.theory import speciation
 from dynamics.validation import ConfigError, require_positive_int, require_range
 from models.distributions import mixtures
@@ -80,17 +81,32 @@ def validate(config: Config) -> Config:
     return config
 
 
-def balanced_speciation_time(config: Config, dim: int) -> float:
-    """``1/2 ln Lambda``, ``Lambda = 1 + |mu|^2`` the top eigenvalue of the balanced mixture."""
-    return float(speciation.speciation_time(1.0 + dim * config.centroid_norm**2))
+def balanced_speciation_time(config: Config, dim: int) -> jax.Array:
+    """``1/2 ln Lambda``, ``Lambda = 1 + |mu|^2`` the top eigenvalue of the balanced mixture
+    (traceable in ``centroid_norm``)."""
+    return speciation.speciation_time(1.0 + dim * config.centroid_norm**2)
 
 
-def clone_times(config: Config, dim: int) -> np.ndarray:
+def clone_times(config: Config, dim: int) -> jax.Array:
+    """``num_times`` clone times on ``t_S +- window``, kept ``0.05`` above ``t_end`` (traceable in
+    ``centroid_norm`` and ``window``)."""
     centre = balanced_speciation_time(config, dim)
-    return np.linspace(max(centre - config.window, config.t_end + 0.05), centre + config.window, config.num_times)
+    return jnp.linspace(jnp.maximum(centre - config.window, config.t_end + 0.05), centre + config.window, config.num_times)
 
 
 _curves = jax.jit(speciation.commitment_curves, static_argnames=("num_pairs", "num_steps", "t_end"))
+
+
+def commitment(config: Config, dim: int, omega: float, centroid_norm, key, times):
+    """At one ``(d, omega)``: the mixture (``centroid_norm`` may be traced: the unit-norm
+    mixture's centroids scaled), the cloning curves ``same, stay[reference, time]`` from ``key``
+    and the exact ones (:func:`dynamics.theory.speciation.commitment_theory`)."""
+    unit = mixtures.two_class_mixture(dim, omega, 1.0)
+    mixture = unit._replace(means=centroid_norm * unit.means)
+    same, stay = _curves(mixture, key, times, num_pairs=config.num_pairs, num_steps=config.num_steps, t_end=config.t_end)
+    signal, h = speciation.signal_strength(mixture, times), speciation.imbalance_field(omega)
+    same_theory, stay_theory = map(jnp.stack, zip(*(speciation.commitment_theory(signal, h, sign) for sign in (1.0, -1.0))))
+    return mixture, same, stay, same_theory, stay_theory
 
 
 def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
@@ -108,14 +124,9 @@ def _run(config: Config) -> xr.Dataset:
     key = jax.random.key(config.seed)
     for i, dim in enumerate(config.dims):
         for j, omega in enumerate(config.omegas):
-            mixture = mixtures.two_class_mixture(dim, omega, config.centroid_norm)
             run_key = jax.random.fold_in(jax.random.fold_in(key, i), j)
-            curves = _curves(mixture, run_key, jnp.asarray(times[i]), num_pairs=config.num_pairs, num_steps=config.num_steps, t_end=config.t_end)
-            same[i, j], stay[i, j] = np.asarray(curves[0]), np.asarray(curves[1])
-            signal = speciation.signal_strength(mixture, jnp.asarray(times[i]))
-            h = speciation.imbalance_field(omega)
-            for c, sign in enumerate((1.0, -1.0)):
-                same_theory[i, j, c], stay_theory[i, j, c] = map(np.asarray, speciation.commitment_theory(signal, h, sign))
+            mixture, *curves = commitment(config, dim, omega, config.centroid_norm, run_key, jnp.asarray(times[i]))
+            same[i, j], stay[i, j], same_theory[i, j], stay_theory[i, j] = map(np.asarray, curves)
             basin[i, j] = speciation.basin_appearance_time(mixture, 0.0, times[i, -1] + 2.0, iterations=config.bisection_steps, num_grid=config.num_grid)
     omegas = np.asarray(config.omegas)
     dims = np.asarray(config.dims)
@@ -133,6 +144,76 @@ def _run(config: Config) -> xr.Dataset:
         },
         coords={"dim": dims, "omega": omegas, "reference": list(CLASSES), "time_index": np.arange(config.num_times)},
         attrs={"experiment": NAME, "config": repr(dataclasses.asdict(config)), "conventions": "OU time t; backward SDE dx = [x + 2 score] ds + sqrt(2) dW; [BBdBM]"},
+    )
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SCAN_TRACED = ("centroid_norm", "window")  # vary inside one compiled sweep program
+
+
+def validate_sweep(config: Config, fields: tuple[str, ...]) -> None:
+    """A sweep run is one ``d`` (swept or single) with every ``omega`` of the config inside it."""
+    if "omegas" in fields:
+        raise ConfigError("omegas: every sweep run measures all omegas of the config (0.5, the balanced reference, among them); set them with --omegas")
+    require_one_value_per_run(config, ("dims",), fields)
+
+
+def scan_workload(config: Config) -> Workload:
+    """One run for :func:`dynamics.sweep.sweep`: the cloning experiment at one ``d`` (static) for
+    every ``omega`` of the config, at traced centroid norm ``mu~`` and window.
+
+    ``omega`` number ``j`` uses ``fold_in(key, j)``: the sweep's seed ``s`` (key
+    ``fold_in(key(seed), s)``) repeats the cloning of :func:`run`'s ``s``-th dimension, so seed 0
+    of a one-``d`` sweep equals :func:`run` at that ``d``. Outputs: ``clone_time[time_index]``;
+    ``same_class``, ``stay_in_class`` and their exact curves ``*_theory[omega, reference,
+    time_index]``; the speciation time (midpoint crossing of ``P(clones agree)`` at ``omega =
+    0.5``, measured and on the exact curve, with ``1/2 ln Lambda``) and the commitment times
+    ``commitment_time``, ``commitment_time_exact_curve[omega, reference]`` (where ``P(stay in
+    c)`` falls through ``(1 + rho_c) / 2``), as :func:`summary` defines them. The basin times are
+    deterministic (no seed) and stay with :func:`run`.
+    """
+    (dim,) = config.dims
+    balanced = config.omegas.index(0.5)
+    weights = jnp.array([[omega, 1.0 - omega] for omega in config.omegas])  # rho_c per omega
+
+    def run_one(key, values):
+        point = with_values(config, values)
+        times = clone_times(point, dim)
+        per_omega = [commitment(point, dim, omega, point.centroid_norm, jax.random.fold_in(key, j), times)[1:] for j, omega in enumerate(config.omegas)]
+        same, stay, same_theory, stay_theory = map(jnp.stack, zip(*per_omega))
+        falls_to = lambda curve, level: speciation.crossing_time(times, curve, level)
+        per_class = jax.vmap(jax.vmap(falls_to))  # over omega, reference
+        # balanced classes: P(clones agree) pooled over the references, midpoint of 1 and 1/2
+        speciation_time = lambda curves: falls_to(jnp.mean(curves[balanced], axis=0), 0.75)
+        return {
+            "clone_time": times,
+            "same_class": same,
+            "stay_in_class": stay,
+            "same_class_theory": same_theory,
+            "stay_in_class_theory": stay_theory,
+            "speciation_time": speciation_time(same),
+            "speciation_time_exact_curve": speciation_time(same_theory),
+            "speciation_time_theory": balanced_speciation_time(point, dim),
+            "commitment_time": per_class(stay, 0.5 * (1.0 + weights)),
+            "commitment_time_exact_curve": per_class(stay_theory, 0.5 * (1.0 + weights)),
+        }
+
+    curves = ("omega", "reference", "time_index")
+    per_class = ("omega", "reference")
+    return Workload(
+        run=run_one,
+        dims={
+            "clone_time": ("time_index",),
+            "same_class": curves,
+            "stay_in_class": curves,
+            "same_class_theory": curves,
+            "stay_in_class_theory": curves,
+            "commitment_time": per_class,
+            "commitment_time_exact_curve": per_class,
+        },
+        coords={"omega": np.asarray(config.omegas), "reference": np.array(CLASSES)},
+        divergence_outputs=("same_class", "stay_in_class"),  # a crossing time is NaN when a curve never crosses
     )
 
 

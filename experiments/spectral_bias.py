@@ -642,6 +642,7 @@ def scan_workload(config: Config) -> Workload:
             "variance_sampled": ("family", "tau", "mode"),
         },
         coords={"source": np.array(["theory", "simulation"]), "family": np.array(families), "tau": taus(config)},
+        divergence_outputs=("variance", "variance_sampled") if config.num_samples else ("variance",),  # emergence: NaN if never
     )
 
 

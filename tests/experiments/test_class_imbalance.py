@@ -1,11 +1,15 @@
 """The class-imbalance study (reconstruction of [N] on [BUBM], THEORY.md 8): per-class curves,
 times, the phase map and the reversal statement."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import xarray as xr
 
+from dynamics import sweep
+from dynamics.validation import ConfigError
 from experiments import class_imbalance, cli
 
 SMALL = class_imbalance.Config(variance_ratios=(1.0, 4.0), centroid_norms=(1.0,), imbalance_ratios=(1.0,), seeds=1, num_tau=49)
@@ -88,3 +92,47 @@ def test_quick_preset_phase_map():
     for row in summary["rows"]:
         for key in ("learned_reversal_ratio", "memorized_reversal_ratio"):
             assert row[key] is None or min(ratios) < row[key] < max(ratios)
+
+
+SCAN_TINY = ["--dim", "8", "--num-features", "32", "--base-count", "8", "--num-noise", "4", "--num-test", "32",
+             "--test-noise", "2", "--num-tau", "24", "--imbalance-ratios", "1"]
+
+
+def test_scan_runs_equal_the_study_runs(tmp_path):
+    """``diffdyn scan class-imbalance``: variance ratio and centroid norm traced in one program;
+    run (point, seed) equals run()'s entry bit for bit (same keys, same operations)."""
+    out = tmp_path / "scan"
+    grid = ["--grid", "variance_ratios=1,4", "--grid", "centroid_norms=1,2", "--seeds", "2"]
+    assert cli.main(["scan", "class-imbalance", "--out", str(out), *SCAN_TINY, *grid]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"] == 8 and summary["programs"] == 1 and summary["diverged"] == 0
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as scanned:
+        scanned = scanned.load()
+    assert scanned.test_loss.dims == ("variance_ratios", "centroid_norms", "seed", "class_", "tau")
+    config = dataclasses.replace(cli.build_config(class_imbalance, "quick", SCAN_TINY), variance_ratios=(1.0, 4.0), centroid_norms=(1.0, 2.0), seeds=2)
+    study = class_imbalance.run(config).isel(imbalance_ratio=0)
+    names = {"variance_ratios": "variance_ratio", "centroid_norms": "centroid_norm"}
+    for name in ("train_loss", "test_loss", "generalization_time", "memorization_time"):
+        swept = scanned[name].rename(names).transpose(*study[name].dims)
+        np.testing.assert_allclose(swept, study[name], rtol=1e-12, atol=0)
+    class_1_first = lambda times: (times.sel(class_="class_1") < times.sel(class_="class_0")).astype(int)
+    np.testing.assert_array_equal(scanned.learned_first.rename(names).transpose("seed", ...), class_1_first(study.generalization_time))
+    np.testing.assert_array_equal(scanned.memorized_first.rename(names).transpose("seed", ...), class_1_first(study.memorization_time))
+
+
+@pytest.mark.parametrize(
+    "grid, overrides, field",
+    [
+        ({"class_weights": ["2"]}, {}, "class_weights"),  # a pair: not sweepable
+        ({"variance_ratios": ["1", "4"]}, {"centroid_norms": (1.0, 2.0)}, "centroid_norms"),  # one norm per run
+        ({"activation": ["tanh"]}, {}, "activation"),  # not numeric
+        ({"imbalance_ratios": ["1", "0.01"]}, {}, "imbalance_ratios"),  # no class-1 training point
+    ],
+)
+def test_bad_scan_grids_fail_before_any_compile(grid, overrides, field):
+    point = {"variance_ratios": (4.0,), "centroid_norms": (1.0,), "imbalance_ratios": (1.0,)}
+    config = class_imbalance.Config(**{**point, **overrides})
+    before = sweep.TRACES[class_imbalance.__name__]
+    with pytest.raises(ConfigError, match=rf"^(grid: )?{field}\b"):
+        sweep.sweep(class_imbalance, config, grid, seeds=2, progress=False)
+    assert sweep.TRACES[class_imbalance.__name__] == before

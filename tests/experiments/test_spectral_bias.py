@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from dynamics.sweep import sweep
 from experiments import EXPERIMENTS, cli, spectral_bias
 
 SMALL = spectral_bias.Config(
@@ -217,6 +218,16 @@ def test_scan_runs_equal_the_study_runs_and_follow_theory(small_run, tmp_path, c
     np.testing.assert_allclose(shifted.lam.isel(seed=0, q=0), np.geomspace(0.02, 10.0, 6), rtol=1e-12)
     deviation = shifted.variance.sel(source="simulation") / shifted.variance.sel(source="theory") - 1
     assert float(np.abs(deviation).max()) < 1e-2
+
+
+def test_scan_keeps_runs_whose_slowest_modes_never_emerge(tmp_path):
+    """A NaN emergence time (the run stopped before the mode crossed) is a result, not divergence."""
+    config = spectral_bias.Config(families=("one_layer",), num_modes=4, num_tau=8, tau_max=1.0, num_sigma_nodes=16, num_samples=0)
+    result = sweep(spectral_bias, config, {"lam_min": [1e-3, 1e-2]}, seeds=1, out=tmp_path / "scan")
+    emergence = result.dataset.emergence_time.sel(source="simulation")
+    assert result.summary["diverged"] == 0
+    assert bool(np.isnan(emergence.isel(mode=0)).all()) and bool(np.isfinite(emergence.isel(mode=-1)).all())
+    assert bool(np.isfinite(result.dataset.variance).all())
 
 
 @pytest.mark.parametrize(
