@@ -44,6 +44,7 @@ import xarray as xr
 from dynamics import edm, measures
 from dynamics.sampling import heun_sample, pf_ode_sample
 from dynamics.schedules import karras_sigmas
+from dynamics.sweep import Workload, with_values
 from dynamics.theory import linear
 from dynamics.training import log_spaced_steps, make_train
 from dynamics.validation import (
@@ -83,6 +84,7 @@ class Config:
     depth: int = 4  # mlp: residual blocks
     embedding: int = 64  # noise-embedding size (even)
     input_norm: bool = True  # mlp: LayerNorm on the input (THEORY.md 6)
+    zero_output: bool = True  # mlp: output layer starts at zero (EDM); False: LeCun-normal like the others
     base_channels: int = 16  # unet: channels at full resolution
     levels: int = 2  # unet: resolution levels (image sides divisible by 2**levels)
     learning_rate: float = 1e-3  # Adam
@@ -115,6 +117,7 @@ PRESETS = {
         seeds=1,
         num_samples=10_000,
         heun_steps=20,
+        zero_output=False,  # a random initial denoiser: d = 128 alpha 1.17 with it, 1.6-1.7 with EDM's zero output layer
     ),
 }
 
@@ -141,19 +144,19 @@ def image_set(dataset: str, data_path: str, face_size: int, patch_size: int, n_t
     return loaded
 
 
-def gaussian_set(config: Config) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_set(config: Config) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``n_train`` samples of the log-normal-spectrum Gaussian ([WP] sec. 6) and its population
-    variances (decreasing order is not imposed)."""
+    variances (decreasing order is not imposed). Traceable (``log_std`` may be traced)."""
     spectrum_key, rotation_key, sample_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 1), 3)
     lam = log_normal_spectrum(spectrum_key, config.dim, config.log_std)
     basis = random_rotation(rotation_key, config.dim)
     white = jax.random.normal(sample_key, (config.n_train, config.dim))
-    return np.asarray((white * jnp.sqrt(lam)[None, :]) @ basis.T), np.asarray(lam)
+    return (white * jnp.sqrt(lam)[None, :]) @ basis.T, lam
 
 
-def training_set(config: Config) -> np.ndarray:
+def training_set(config: Config) -> np.ndarray | jnp.ndarray:
     """Training examples with the shape the architecture takes: flat ``(n, d)`` for ``mlp``,
-    ``(n, height, width, channels)`` for ``unet``."""
+    ``(n, height, width, channels)`` for ``unet`` (gaussian: a jax array, traceable in ``log_std``)."""
     if config.dataset == "gaussian":
         flat = gaussian_set(config)[0]
         if config.architecture == "mlp":
@@ -164,17 +167,19 @@ def training_set(config: Config) -> np.ndarray:
     return images.flatten(data) if config.architecture == "mlp" else data
 
 
-def eigenbasis(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def eigenbasis(flat: np.ndarray | jnp.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (increasing, clipped at ``VARIANCE_FLOOR``) and eigenvectors (columns) of the
-    1/n-normalised covariance of the flat training set."""
+    1/n-normalised covariance of the flat training set: numpy on the host for a numpy array,
+    ``jax.numpy`` (traceable, for a sweep) for a jax array."""
+    xp = np if isinstance(flat, np.ndarray) else jnp
     centred = flat - flat.mean(axis=0, keepdims=True)
-    lam, basis = np.linalg.eigh(centred.T @ centred / flat.shape[0])
-    return np.maximum(lam, VARIANCE_FLOOR), basis
+    lam, basis = xp.linalg.eigh(centred.T @ centred / flat.shape[0])
+    return xp.maximum(lam, VARIANCE_FLOOR), basis
 
 
 def model_for(config: Config, shape: tuple[int, ...]):
     if config.architecture == "mlp":
-        return MLPUNet(shape[0], config.width, config.depth, config.embedding, input_norm=config.input_norm)
+        return MLPUNet(shape[0], config.width, config.depth, config.embedding, input_norm=config.input_norm, zero_output=config.zero_output)
     height, width, channels = shape
     return UNet(height, width, channels, config.base_channels, config.levels, config.embedding)
 
@@ -236,13 +241,20 @@ def record_steps(config: Config) -> tuple[int, ...]:
     return log_spaced_steps(config.num_steps, config.num_records, include_zero=False)
 
 
-def train_runs(config: Config, model, data: jnp.ndarray):
-    """Train ``seeds`` denoisers at once; returns the :class:`dynamics.training.Trajectory`
-    with leading axes ``(seed, record)``. Seed ``s`` uses ``fold_in(key(seed), s)``."""
+def study_train(config: Config, model, data: jnp.ndarray):
+    """ONE denoiser's ``train(key, hparams) -> Trajectory`` (:func:`dynamics.training.make_train`):
+    the EDM minibatch loss on ``data``, Adam at ``hparams["learning_rate"]``, parameters recorded
+    at :func:`record_steps`."""
     denoise = edm.precondition(model.network)
     loss = edm.make_loss(denoise, data, config.batch_size)
     init = lambda key, hparams: model.init(key, data.dtype)
-    train = make_train(init, loss, num_steps=config.num_steps, record_steps=record_steps(config), optimizer="adam")
+    return make_train(init, loss, num_steps=config.num_steps, record_steps=record_steps(config), optimizer="adam")
+
+
+def train_runs(config: Config, model, data: jnp.ndarray):
+    """Train ``seeds`` denoisers at once; returns the :class:`dynamics.training.Trajectory`
+    with leading axes ``(seed, record)``. Seed ``s`` uses ``fold_in(fold_in(key(seed), 2), s)``."""
+    train = study_train(config, model, data)
     root = jax.random.fold_in(jax.random.key(config.seed), 2)
     keys = jax.vmap(lambda s: jax.random.fold_in(root, s))(jnp.arange(config.seeds))
     hparams = {"learning_rate": jnp.asarray(config.learning_rate, data.dtype)}
@@ -280,6 +292,13 @@ def generated_measures(config: Config, model, params, basis: jnp.ndarray, starts
     return jax.jit(jax.vmap(jax.vmap(one_checkpoint)))(params)
 
 
+def starting_noise(config: Config, shape: tuple[int, ...]) -> jnp.ndarray:
+    """The sampler's ``num_samples`` starting points ``sigma_max z`` (float32), the same for every
+    seed and checkpoint (key ``fold_in(key(seed), 3)``)."""
+    noise_key = jax.random.fold_in(jax.random.key(config.seed), 3)
+    return config.sigma_max * jax.random.normal(noise_key, (config.num_samples, *shape), jnp.float32)
+
+
 def simulate(config: Config) -> dict:
     """Train and measure in float32 (the network runs); returns host arrays."""
     with jax.enable_x64(False):
@@ -289,8 +308,7 @@ def simulate(config: Config) -> dict:
         basis = jnp.asarray(basis_np, jnp.float32)
         model = model_for(config, tuple(data.shape[1:]))
         trajectory = train_runs(config, model, data)
-        noise_key = jax.random.fold_in(jax.random.key(config.seed), 3)
-        starts = config.sigma_max * jax.random.normal(noise_key, (config.num_samples, *data.shape[1:]), jnp.float32)
+        starts = starting_noise(config, tuple(data.shape[1:]))
         variance, aligned = generated_measures(config, model, trajectory.params, basis, starts, adaptive=False)
         out = {
             "lam": lam,
@@ -317,13 +335,13 @@ def theory_q(initial_variance: np.ndarray, config: Config) -> float:
 
 def emergence(config: Config, steps: np.ndarray, variance: np.ndarray, lam: np.ndarray):
     """Emergence steps and directions for curves ``variance[..., step, mode]`` with targets ``lam``;
-    the initial variance is the first record's."""
+    the initial variance is the first record's. Traceable (returns jax arrays)."""
     curves = jnp.moveaxis(jnp.asarray(variance), -2, -1)  # (..., mode, step)
     flat = curves.reshape(-1, curves.shape[-1])
     goals = jnp.broadcast_to(jnp.asarray(lam), curves.shape[:-1]).reshape(-1)
     time = lambda curve, goal: measures.emergence_time(jnp.asarray(steps, curve.dtype), curve, goal, criterion=config.criterion)
     tau_star, rising = jax.vmap(time)(flat, goals)
-    return np.asarray(tau_star).reshape(curves.shape[:-1]), np.asarray(rising).reshape(curves.shape[:-1])
+    return tau_star.reshape(curves.shape[:-1]), rising.reshape(curves.shape[:-1])
 
 
 def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
@@ -338,7 +356,7 @@ def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
             sigma_min=config.sigma_min, sigma_max=config.sigma_max,
         ))
     stacked = np.stack([np.broadcast_to(theory_variance, sim["variance"].shape), sim["variance"]])
-    tau_star, rising = emergence(config, steps, stacked, lam)
+    tau_star, rising = map(np.asarray, emergence(config, steps, stacked, lam))
     dataset = xr.Dataset(
         {
             "variance": (("source", "seed", "step", "mode"), stacked),
@@ -375,6 +393,72 @@ def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
         dataset["variance_adaptive"] = (("seed", "step", "mode"), sim["variance_adaptive"])
         dataset["variance_adaptive"].attrs["long_name"] = "generated variance per mode (adaptive diffrax PF-ODE)"
     return dataset
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SCAN_TRACED = ("learning_rate", "log_std")  # vary inside one compiled sweep program
+
+
+def validate_sweep(config: Config, fields: tuple[str, ...]) -> None:
+    """``log_std`` shapes the gaussian dataset only."""
+    if "log_std" in fields and config.dataset != "gaussian":
+        raise ConfigError(f"log_std: sets the gaussian dataset's spectrum; cannot be swept with dataset {config.dataset}")
+
+
+def scan_workload(config: Config) -> Workload:
+    """One run for :func:`dynamics.sweep.sweep`: one denoiser trained at a traced Adam
+    ``learning_rate`` (and, for ``gaussian``, a traced spectrum width ``log_std``), sampled with
+    Heun at every checkpoint and measured as in :func:`run`.
+
+    The training data, the training-set eigenbasis and the sampler's starting noise come from
+    the config's ``seed`` as in :func:`run` (common to every run of a sweep); the run key (seed
+    ``s``: ``fold_in(key(seed), s)``) draws the init and the minibatches, so a sweep run is not
+    one of :func:`run`'s seeds, whose keys are ``fold_in(fold_in(key(seed), 2), s)``. The network
+    trains in float32 as in :func:`run`; the gaussian data are drawn in the sweep's float64
+    before the cast (other draws than :func:`run`'s float32 ones). Outputs: ``lam[mode]``,
+    ``loss``, ``alignment[step]``, ``variance[step, mode]``, ``emergence_step``,
+    ``rising[mode]`` (the network's; the linear theory and the exponent fits stay with
+    :func:`run` and :func:`summary`). A run diverges when its loss or variances are not finite.
+    """
+    shape = tuple(np.shape(training_set(config))[1:])
+    model = model_for(config, shape)
+    steps = np.asarray(record_steps(config))
+    starts = starting_noise(config, shape)
+
+    def run_one(key, values):
+        point = with_values(config, values)
+        data = jnp.asarray(training_set(point), jnp.float32)
+        lam, basis = eigenbasis(data.astype(jnp.float64).reshape(data.shape[0], -1))
+        learning_rate = jnp.asarray(point.learning_rate, jnp.float32)
+        trajectory = study_train(point, model, data)(key, {"learning_rate": learning_rate})
+        one_seed = jax.tree.map(lambda leaf: leaf[None], trajectory.params)
+        variance, aligned = generated_measures(point, model, one_seed, basis.astype(jnp.float32), starts, adaptive=False)
+        variance = variance[0].astype(jnp.float64)
+        tau_star, rising = emergence(point, steps, variance, lam)
+        return {
+            "lam": lam,
+            "loss": trajectory.loss,
+            "alignment": aligned[0].astype(jnp.float64),
+            "variance": variance,
+            "emergence_step": tau_star,
+            "rising": rising,
+        }
+
+    per_mode = ("mode",)
+    return Workload(
+        run=run_one,
+        dims={
+            "lam": per_mode,
+            "loss": ("step",),
+            "alignment": ("step",),
+            "variance": ("step", "mode"),
+            "emergence_step": per_mode,
+            "rising": per_mode,
+        },
+        coords={"step": steps},
+        divergence_outputs=("loss", "variance"),  # emergence_step is NaN for a mode that never emerges
+    )
 
 
 # ----------------------------------------------------------------------------- summary

@@ -12,9 +12,11 @@ The raw network ``F(params, x_in, c_noise)`` of the EDM recipe (wrap it with
 * ``depth`` residual blocks ``h <- h + dense(SiLU(LN(h) (1 + scale) + shift))`` whose scale and
   shift come from the noise embedding (adaptive, per block); U-Net skips: the input of block
   ``depth - 1 - i`` also receives the output of block ``i`` for ``i < depth // 2``;
-* output LayerNorm, SiLU and a dense layer back to ``dim``, initialised at ZERO, so the untrained
-  denoiser is exactly ``c_skip(sigma) x`` (the optimal denoiser for isotropic data of variance
-  ``sigma_data^2``) and every mode starts from the same generated variance.
+* output LayerNorm, SiLU and a dense layer back to ``dim``, initialised at ZERO by default
+  (``zero_output``, as EDM does), so the untrained denoiser is exactly ``c_skip(sigma) x`` (the
+  optimal denoiser for isotropic data of variance ``sigma_data^2``) and every mode starts from the
+  same generated variance; ``zero_output=False`` gives it the LeCun-normal init of the other
+  layers (a random initial denoiser, as with PyTorch's default ``nn.Linear`` init).
 
 [WP] Gaussian runs: depth 5, width 256, embedding 256. Parameters are a plain dict pytree.
 """
@@ -32,7 +34,8 @@ from models.denoisers.layers import dense, dense_init, fourier_embedding, fourie
 @dataclass(frozen=True)
 class MLPUNet:
     """Shapes of the MLP-UNet: data ``dim``, hidden ``width``, ``depth`` blocks, ``embedding`` size,
-    Fourier frequency scale, and whether the input is LayerNorm-ed."""
+    Fourier frequency scale, whether the input is LayerNorm-ed, and whether the output layer
+    starts at zero."""
 
     dim: int
     width: int = 256
@@ -40,9 +43,10 @@ class MLPUNet:
     embedding: int = 256
     fourier_scale: float = 1.0
     input_norm: bool = True
+    zero_output: bool = True
 
     def init(self, key: PRNGKeyArray, dtype=None) -> dict:
-        """LeCun-normal dense layers, zero output layer, fixed Fourier frequencies."""
+        """LeCun-normal dense layers (the output layer zero if ``zero_output``), fixed Fourier frequencies."""
         keys = jax.random.split(key, 4 + 2 * self.depth)
         blocks = [
             {
@@ -56,7 +60,7 @@ class MLPUNet:
             "embed": dense_init(keys[1], self.embedding, self.embedding, dtype),
             "input": dense_init(keys[2], self.dim, self.width, dtype),
             "blocks": blocks,
-            "output": dense_init(keys[3], self.width, self.dim, dtype, zero=True),
+            "output": dense_init(keys[3], self.width, self.dim, dtype, zero=self.zero_output),
         }
 
     def network(self, params: dict, x: Float[Array, " dim"], c_noise: Float[Array, ""]) -> Float[Array, " dim"]:

@@ -29,6 +29,19 @@ def test_zero_output_layer_makes_the_denoiser_c_skip_x_at_init():
         np.testing.assert_allclose(denoise(params, x, sigma), edm.preconditioning(sigma).c_skip * x, rtol=1e-14)
 
 
+def test_lecun_output_layer_when_zero_output_is_off():
+    """Same key: identical parameters apart from the output weight, which gets the LeCun-normal
+    scale 1/sqrt(width) of the other layers, so the initial denoiser is no longer c_skip x."""
+    key = jax.random.key(1)
+    zero, lecun = MODEL.init(key), MLPUNet(dim=6, width=16, depth=5, embedding=8, zero_output=False).init(key)
+    np.testing.assert_array_equal(zero["input"]["w"], lecun["input"]["w"])
+    np.testing.assert_array_equal(lecun["output"]["b"], 0.0)
+    assert abs(float(jnp.std(lecun["output"]["w"])) * 4.0 - 1.0) < 0.3  # std 1/sqrt(16) from 96 draws
+    x = jax.random.normal(jax.random.key(2), (6,))
+    denoise = edm.precondition(MODEL.network)
+    assert float(jnp.max(jnp.abs(denoise(lecun, x, 1.0) - edm.preconditioning(1.0).c_skip * x))) > 1e-2
+
+
 def _trained_like(params, key):
     """Random non-zero output layer (an untrained zero layer hides every other dependence)."""
     params = dict(params)
