@@ -267,6 +267,7 @@ def scan_workload(config: Config) -> Workload:
         run=run_one,
         dims={"train_loss": curve, "test_loss": curve, "score_error": curve},
         coords={"tau": grid},
+        divergence_outputs=("train_loss", "test_loss", "score_error"),  # a time is NaN when never reached
     )
 
 
@@ -320,6 +321,9 @@ def summary(dataset: xr.Dataset, config: Config) -> dict:
         "psi_p": config.psi_p,
         "time": config.time,
         "tau_mem_slope": _slope(psi_n, tau_mem),
+        "tau_mem_local_slopes": {
+            f"{a}-{b}": _slope(np.array([a, b]), np.array([x, y])) for a, b, x, y in zip(psi_n[:-1], psi_n[1:], tau_mem[:-1], tau_mem[1:])
+        },
         "tau_mem_slope_predicted": _slope(psi_n, dataset.tau_mem_predicted.values),
         "tau_mem_slope_predicted_exact_edge": _slope(psi_n, dataset.tau_mem_exact_edge_predicted.values),
         "tau_gen_relative_change": float(tau_gen.max() / tau_gen.min() - 1),
@@ -359,6 +363,8 @@ def summary_markdown(result: dict) -> str:
             f"- slope of log tau_mem on log n: measured {result['tau_mem_slope']:.3f}, predicted"
             f" {result['tau_mem_slope_predicted']:.3f} (THEORY.md edge), {result['tau_mem_slope_predicted_exact_edge']:.3f} (solved edge)"
         ),
+        "- local slopes of log tau_mem on log n (between neighbouring psi_n): "
+        + ", ".join(f"{pair}: {slope:.2f}" for pair, slope in result["tau_mem_local_slopes"].items()),
         f"- relative change of tau_gen across psi_n: {result['tau_gen_relative_change']:.3f}",
         f"- slope of log (min score error) on log n: {result['score_error_plateau_slope']:.3f}",
         (

@@ -30,6 +30,7 @@ def test_cli_writes_results_summary_and_figures(tiny):
     summary = json.loads((tiny / "summary.json").read_text())
     assert set(summary["per_psi_n"]) == {"1.0", "2.0"}
     assert "tau_mem_slope" in summary and "tau_gen_relative_change" in summary
+    assert summary["tau_mem_local_slopes"] == {"1.0-2.0": pytest.approx(summary["tau_mem_slope"], rel=1e-12)}  # two points
 
 
 def test_curves_start_at_one_and_generalize_then_memorize(tiny):
