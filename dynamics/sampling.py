@@ -11,6 +11,11 @@ Conventions (THEORY.md section 1):
 * The diffrax solvers integrate it in ``u = ln sigma``, where it reads ``dx/du = x - D(x, e^u)``
   (``u`` decreasing, ``t1 < t0``); this takes ~3x fewer adaptive steps than sigma time.
 
+OU / VP time (THEORY.md 1; [BUBM], [BBdBM]): a score ``s(x_t, t)`` of the OU process
+``x_t = e^-t x0 + sqrt(Delta_t) xi`` becomes a sigma-time denoiser by
+:func:`vp_score_denoiser` (``x = e^t x_t``, ``sigma^2 = e^2t - 1``), and :func:`vp_heun_sample`
+integrates the OU probability-flow ODE with it, from an OU state at ``t_max`` down to ``t_min``.
+
 For a denoiser affine in ``x``, ``D(x, sigma) = A(sigma) x + c(sigma)`` (the per-sigma linear
 model of [WP] = Wang & Pehlevan, arXiv 2503.03206, sec. 3-4), the flow is linear and the mean and
 covariance of the generated distribution follow exactly from :func:`affine_moment_flow`.
@@ -30,13 +35,23 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from dynamics.schedules import SIGMA_MAX, SIGMA_MIN
+from dynamics.schedules import (
+    SIGMA_MAX,
+    SIGMA_MIN,
+    karras_sigmas,
+    sigma_from_vp_time,
+    sigma_time_from_vp,
+    vp_noise_variance,
+    vp_signal_scale,
+    vp_time_from_sigma,
+)
 
 SampleDenoiser = Callable[[Float[Array, "*shape"], Float[Array, ""]], Float[Array, "*shape"]]
 AffineDenoiser = Callable[[Float[Array, ""]], tuple[Float[Array, "d d"], Float[Array, " d"]]]
 ParamDenoiser = Callable[[PyTree, Float[Array, "*shape"], Float[Array, ""]], Float[Array, "*shape"]]
+VPScore = Callable[[Float[Array, " d"], Float[Array, ""]], Float[Array, " d"]]
 
 
 def _solve_log_sigma(
@@ -253,6 +268,62 @@ def grid_denoiser(
     as ``apply`` is the same function.
     """
     return _GridDenoiser(apply, params_grid, sigma_grid)
+
+
+class _VPScoreDenoiser(eqx.Module):
+    """``denoise(x, sigma)`` from an OU-time score; see :func:`vp_score_denoiser`."""
+
+    score: VPScore
+
+    def __call__(self, x: Float[Array, " d"], sigma: Float[Array, ""]) -> Float[Array, " d"]:
+        signal = vp_signal_scale(vp_time_from_sigma(sigma))  # e^-t = (1 + sigma^2)^-1/2
+        return x + jnp.square(sigma) * signal * self.score(signal * x, vp_time_from_sigma(sigma))
+
+
+def vp_score_denoiser(score: VPScore) -> SampleDenoiser:
+    """Sigma-time denoiser of an OU-time score ``score(x_t, t)`` (ONE sample; THEORY.md 1).
+
+    With ``x = e^t x_t`` and ``sigma^2 = e^2t - 1`` the sigma-time law is ``p_sigma(x) ∝
+    P_t(e^-t x)``, so its score is ``e^-t s(e^-t x, t)`` and Tweedie's denoiser is
+    ``D(x, sigma) = x + sigma^2 e^-t s(e^-t x, t)``. The result is an ``equinox.Module`` holding
+    ``score``: pass a pytree score (an ``equinox.Module`` or a ``jax.tree_util.Partial``) so that
+    new parameters reuse compiled samplers.
+    """
+    return _VPScoreDenoiser(score)
+
+
+def vp_gaussian_start(
+    key: PRNGKeyArray, mean: Float[Array, " d"], cov: Float[Array, "d d"], t: float, num: int
+) -> Float[Array, "num d"]:
+    """``num`` OU states at time ``t`` from ``N(e^-t m, e^-2t C + Delta_t I)``: the exact law
+    of ``x_t`` for Gaussian data ``N(m, C)``, and a start for :func:`vp_heun_sample` that matches
+    the first two moments of any data (the higher cumulants of ``x_t`` decay like ``e^-3t``)."""
+    scale = vp_signal_scale(t)
+    noised = jnp.square(scale) * cov + vp_noise_variance(t) * jnp.eye(mean.shape[0], dtype=cov.dtype)
+    return scale * mean[None, :] + jax.random.normal(key, (num, mean.shape[0]), cov.dtype) @ jnp.linalg.cholesky(noised).T
+
+
+def vp_heun_sample(
+    score: VPScore,
+    x_start: Float[Array, " d"],
+    *,
+    t_max: float,
+    t_min: float,
+    num_steps: int,
+    rho: float = 7.0,
+) -> Float[Array, " d"]:
+    """ONE sample of the OU probability-flow ODE ``dx_t/dt = -x_t - s(x_t, t)``, run backwards
+    from the OU state ``x_start`` at ``t_max`` to ``t_min``, then denoised (THEORY.md 1).
+
+    Done in sigma time by :func:`heun_sample` with :func:`vp_score_denoiser`: ``num_steps``
+    Karras levels (:func:`dynamics.schedules.karras_sigmas`, exponent ``rho``) from
+    ``sigma(t_max)`` down to ``sigma(t_min)``, ``sigma(t) = sqrt(e^2t - 1)``, then a final step
+    to ``sigma = 0``, so the result is Tweedie's estimate of ``x0`` from the state at ``t_min``,
+    ``e^t_min (x + Delta s(x, t_min))``: a sample of the data law smoothed at ``t_min``, in the
+    units of ``x0``. ``2 num_steps`` score calls; second order in the step.
+    """
+    sigmas = karras_sigmas(num_steps, sigma_from_vp_time(t_min), sigma_from_vp_time(t_max), rho)
+    return heun_sample(vp_score_denoiser(score), sigma_time_from_vp(x_start, t_max), sigmas)
 
 
 def affine_moment_flow(

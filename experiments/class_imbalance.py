@@ -22,6 +22,20 @@ every parameter configurable:
   :func:`dynamics.measures.generalization_time`) and memorization time (half-rise of the
   train/test gap, :func:`dynamics.measures.memorization_time`).
 
+Optional generated samples (``generate_samples > 0``; THEORY.md 7-8, [BUBM] sec. 2): a
+time-indexed random-features score (:func:`models.denoisers.random_features.time_indexed_weights`)
+with the study's ``W``, a frozen bias ``b ~ N(0, generate_bias^2)`` (without it ``tanh`` makes the
+generated law symmetric under ``x -> -x``, which puts half of a memorizing model's samples on
+mirror images of the training points) and one ``A`` per OU time node (``generate_num_times``
+nodes log-spaced in ``[generate_time_min, generate_time_max]``), each trained on the same
+(class-weighted) training set by the exact flow with exactly noise-averaged statistics, read at
+the common training times ``generate_taus``. Samples: the OU probability-flow ODE from a Gaussian
+with the training set's moments at ``t_max`` down to ``t_min`` (Heun, ``generate_steps``
+levels, then Tweedie). Output ``memorization_fraction_generated[..., class_, tau_sample]``: the
+fraction of samples whose nearest training point is in class ``c`` that copy it (ratio of
+nearest to second-nearest distance < 1/3, [BUBM] sec. 2), and the overall fraction
+``memorization_fraction_generated_total``.
+
 Time ``tau = k eta / d^2`` of plain gradient descent with step ``eta`` (THEORY.md 7); losses per
 dimension, ``L(A = 0) = 1``.
 """
@@ -38,6 +52,7 @@ import numpy as np
 import xarray as xr
 
 from dynamics import measures
+from dynamics.sampling import vp_gaussian_start
 from dynamics.sweep import Workload, require_one_value_per_run, with_values
 from dynamics.validation import (
     ConfigError,
@@ -75,6 +90,13 @@ class Config:
     num_tau: int = 61
     seeds: int = 2
     seed: int = 0
+    generate_samples: int = 0  # generated samples per run for the memorization fraction (0: off)
+    generate_taus: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6, 1e8)  # training times tau_sample of the generator
+    generate_time_min: float = 0.01  # OU time nodes of the time-indexed score, log-spaced in [min, max]
+    generate_time_max: float = 3.0
+    generate_num_times: int = 6
+    generate_steps: int = 32  # Heun levels of the probability-flow sampler
+    generate_bias: float = 1.0  # std of the generator's frozen feature bias (0: [BUBM]'s bias-free features)
 
 
 PRESETS = {
@@ -123,7 +145,21 @@ def validate(config: Config) -> Config:
     require_increasing("tau_min", config.tau_min, "tau_max", config.tau_max)
     require_positive_int("num_tau", config.num_tau, minimum=4)
     require_positive_int("seeds", config.seeds)
+    validate_generator(config)
     return config
+
+
+def validate_generator(config: Config) -> None:
+    """The ``generate_*`` fields (checked even when ``generate_samples = 0``)."""
+    require_positive_int("generate_samples", config.generate_samples, minimum=0)
+    if not config.generate_taus:
+        raise ConfigError("generate_taus: needs at least one value")
+    require_range("generate_taus", config.generate_taus, low=0.0, low_open=True)
+    require_range("generate_time_min", config.generate_time_min, low=0.0, low_open=True)
+    require_increasing("generate_time_min", config.generate_time_min, "generate_time_max", config.generate_time_max)
+    require_positive_int("generate_num_times", config.generate_num_times, minimum=2)
+    require_positive_int("generate_steps", config.generate_steps, minimum=2)
+    require_range("generate_bias", config.generate_bias, low=0.0)
 
 
 def taus(config: Config) -> np.ndarray:
@@ -143,6 +179,18 @@ def mixture(config: Config, variance_ratio, centroid_norm) -> mixtures.GaussianM
     return mixtures.GaussianMixture(jnp.array([0.5, 0.5]), means, variances)
 
 
+def study_features(config: Config, key):
+    """The frozen features ``W`` of a run (``fold_in(key, 0)``)."""
+    return rf.sample_features(jax.random.fold_in(key, 0), config.dim, config.num_features)
+
+
+def class_training_points(config: Config, key, data: mixtures.GaussianMixture, c: int, count: int):
+    """Class ``c``'s ``count`` training points, from ``fold_in(key, 1 + c)``: the first ``count``
+    of the largest count in the study, so they are the same for every larger count."""
+    largest = max(n for pair in class_counts(config) for n in pair)
+    return mixtures.sample_classes(jax.random.fold_in(key, 1 + c), data, jnp.full((largest,), c))[:count]
+
+
 def class_statistics(config: Config, key, variance_ratio, centroid_norm, counts, test_key=None):
     """Per class ``c``: training statistics ``(U_c, V_c)`` of ``counts[c]`` points and test ones of
     ``num_test`` fresh points. Keys: features from ``fold_in(key, 0)``, class ``c``'s training
@@ -151,17 +199,15 @@ def class_statistics(config: Config, key, variance_ratio, centroid_norm, counts,
     folds 20 + c and 30 + c of ``test_key`` (default ``key``; another key gives a fresh test set
     for the same model). Returns ``W, train, test`` with ``train = (U[c], V[c])``."""
     test_key = key if test_key is None else test_key
-    W = rf.sample_features(jax.random.fold_in(key, 0), config.dim, config.num_features)
+    W = study_features(config, key)
     data = mixture(config, variance_ratio, centroid_norm)
-    largest = max(c for pair in class_counts(config) for c in pair)
 
     def statistics(points, stats_key, num_noise):
         return rf.feature_statistics(W, points, config.time, stats_key, num_noise, config.activation)
 
     train, test = [], []
     for c, count in enumerate(counts):
-        labels = jnp.full((largest,), c)
-        points = mixtures.sample_classes(jax.random.fold_in(key, 1 + c), data, labels)[:count]
+        points = class_training_points(config, key, data, c, count)
         train.append(statistics(points, jax.random.fold_in(key, 10 + c), config.num_noise))
         fresh = mixtures.sample_classes(jax.random.fold_in(test_key, 20 + c), data, jnp.full((config.num_test,), c))
         test.append(statistics(fresh, jax.random.fold_in(test_key, 30 + c), config.test_noise))
@@ -194,6 +240,50 @@ def class_times(config: Config, train_loss, test_loss):
     return generalization, memorization
 
 
+def generator_times(config: Config):
+    """OU time nodes ``t_1 < ... < t_K`` of the time-indexed score, log-spaced."""
+    return jnp.geomspace(config.generate_time_min, config.generate_time_max, config.generate_num_times)
+
+
+def generated_memorization(config: Config, key, variance_ratio, centroid_norm, counts):
+    """Memorization fractions of ``generate_samples`` generated samples at every ``generate_taus``
+    (see the module docstring): ``(per_class[class, tau_sample], total[tau_sample])``.
+
+    The generator shares the run's ``W`` and training set; its loss is the (class-weighted)
+    training loss of the study at every node, with exactly noise-averaged statistics. Keys: bias
+    ``fold_in(key, 40)``, start ``fold_in(key, 50)``."""
+    data = mixture(config, variance_ratio, centroid_norm)
+    points = [class_training_points(config, key, data, c, count) for c, count in enumerate(counts)]
+    W = study_features(config, key)
+    bias = config.generate_bias * jax.random.normal(jax.random.fold_in(key, 40), (config.num_features,))
+
+    def statistics(t):
+        per_class = [rf.expected_feature_statistics(W, x, t, config.activation, bias=bias) for x in points]
+        return weighted_statistics(jax.tree.map(lambda *xs: jnp.stack(xs), *per_class), counts, config.class_weights)
+
+    times = generator_times(config)
+    weights = rf.time_indexed_weights(statistics, times, jnp.asarray(config.generate_taus, float))
+    train = jnp.concatenate(points)
+    labels = jnp.concatenate([jnp.full((count,), c) for c, count in enumerate(counts)])
+    start = vp_gaussian_start(jax.random.fold_in(key, 50), jnp.mean(train, 0), jnp.cov(train.T), times[-1], config.generate_samples)
+    samples = rf.generate_samples(weights, W, times, start, config.activation, bias, num_steps=config.generate_steps)
+    per_class = jax.vmap(lambda x: measures.per_class_memorization_fraction(x, train, labels, len(CLASSES)))(samples)
+    return per_class.T, jax.vmap(lambda x: measures.memorization_fraction(x, train))(samples)
+
+
+@partial(jax.jit, static_argnames=("config", "counts"))
+def _generator_program(config: Config, counts: tuple[int, int], seeds, variance_ratios, centroid_norms):
+    """:func:`generated_memorization` for flat arrays of (seed, variance ratio, centroid norm),
+    one after the other (``lax.map``: memory ``K p^2`` per run, not per grid)."""
+
+    def one(args):
+        seed, variance_ratio, centroid_norm = args
+        key = jax.random.fold_in(jax.random.key(config.seed), seed)
+        return generated_memorization(config, key, variance_ratio, centroid_norm, counts)
+
+    return jax.lax.map(one, (seeds, variance_ratios, centroid_norms))
+
+
 @partial(jax.jit, static_argnames=("config", "counts"))
 def _grid_program(config: Config, counts: tuple[int, int], seeds, variance_ratios, centroid_norms):
     """Curves and times for flat arrays of (seed, variance ratio, centroid norm), one ``counts``.
@@ -214,6 +304,8 @@ def _simulate_counts(config: Config, counts):
         jnp.arange(config.seeds), jnp.asarray(config.variance_ratios, float), jnp.asarray(config.centroid_norms, float), indexing="ij"
     )
     flat = _grid_program(config, tuple(counts), *(g.ravel() for g in grid))
+    if config.generate_samples:
+        flat = (*flat, *_generator_program(config, tuple(counts), *(g.ravel() for g in grid)))
     shape = grid[0].shape
     return [np.asarray(x).reshape(shape + x.shape[1:]) for x in flat]
 
@@ -224,7 +316,7 @@ def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
         results = [_simulate_counts(config, counts) for counts in class_counts(config)]
     # stack over imbalance: (ratio, seed, variance, norm, ...) -> (seed, variance, norm, ratio, ...)
     stacked = [np.moveaxis(np.stack(parts), 0, 3) for parts in zip(*results)]
-    train_loss, test_loss, generalization, memorization = stacked
+    train_loss, test_loss, generalization, memorization, *generated = stacked
     dims = ("seed", "variance_ratio", "centroid_norm", "imbalance_ratio")
     coords = {
         "seed": np.arange(config.seeds),
@@ -235,14 +327,19 @@ def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
         "tau": taus(config),
     }
     counts = np.asarray(class_counts(config))
+    variables = {
+        "train_loss": (dims + ("class_", "tau"), train_loss),
+        "test_loss": (dims + ("class_", "tau"), test_loss),
+        "generalization_time": (dims + ("class_",), generalization),
+        "memorization_time": (dims + ("class_",), memorization),
+        "count": (("imbalance_ratio", "class_"), counts),
+    }
+    if generated:
+        coords["tau_sample"] = np.asarray(config.generate_taus, float)
+        variables["memorization_fraction_generated"] = (dims + ("class_", "tau_sample"), generated[0])
+        variables["memorization_fraction_generated_total"] = (dims + ("tau_sample",), generated[1])
     return xr.Dataset(
-        {
-            "train_loss": (dims + ("class_", "tau"), train_loss),
-            "test_loss": (dims + ("class_", "tau"), test_loss),
-            "generalization_time": (dims + ("class_",), generalization),
-            "memorization_time": (dims + ("class_",), memorization),
-            "count": (("imbalance_ratio", "class_"), counts),
-        },
+        variables,
         coords=coords,
         attrs={
             "experiment": NAME,
@@ -286,7 +383,7 @@ def summary(dataset: xr.Dataset, config: Config) -> dict:
                 row[f"{label}_time_ratio_1_over_0"] = (median.sel(class_="class_1") / median.sel(class_="class_0")).values.tolist()
             rows.append(row)
     high_variance = [r for r in rows if r["variance_ratio"] > 1.0]
-    return {
+    result = {
         "grid": {
             "variance_ratios": dataset.variance_ratio.values.tolist(),
             "centroid_norms": dataset.centroid_norm.values.tolist(),
@@ -301,6 +398,61 @@ def summary(dataset: xr.Dataset, config: Config) -> dict:
         "phase_map": phases,
         "reconstruction": "THEORY.md 8: [N]'s model rebuilt on the [BUBM] random-features score; every parameter configurable",
     }
+    if "memorization_fraction_generated" in dataset:
+        result["generated_samples"] = generated_summary(dataset, config)
+    return result
+
+
+def generated_summary(dataset: xr.Dataset, config: Config) -> dict:
+    """Seed-mean memorization fractions of the generated samples per grid point, class and
+    ``tau_sample``, and whether the higher-variance class copies more (mean over ``tau_sample``)
+    at balance in every row with ``sigma_1^2 > sigma_0^2``."""
+    per_class = dataset.memorization_fraction_generated.mean("seed")
+    total = dataset.memorization_fraction_generated_total.mean("seed")
+    balanced = float(dataset.imbalance_ratio.values[int(np.argmin(np.abs(np.log(dataset.imbalance_ratio.values))))])
+    rows = []
+    for v in dataset.variance_ratio.values:
+        for m in dataset.centroid_norm.values:
+            for r in dataset.imbalance_ratio.values:
+                point = dict(variance_ratio=v, centroid_norm=m, imbalance_ratio=r)
+                row = {key: float(value) for key, value in point.items()}
+                row.update({c: per_class.sel(**point, class_=c).values.tolist() for c in CLASSES})
+                row["total"] = total.sel(**point).values.tolist()
+                rows.append(row)
+    at_balance = [r for r in rows if r["variance_ratio"] > 1.0 and r["imbalance_ratio"] == balanced]
+    return {
+        "settings": {
+            "samples": config.generate_samples,
+            "time_nodes": [config.generate_time_min, config.generate_time_max, config.generate_num_times],
+            "heun_steps": config.generate_steps,
+            "bias_std": config.generate_bias,
+            "criterion": "nearest / second-nearest training-point distance < 1/3 ([BUBM] sec. 2); class = nearest point's",
+        },
+        "tau_sample": dataset.tau_sample.values.tolist(),
+        "higher_variance_copied_more_at_balance": all(np.nanmean(r["class_1"]) > np.nanmean(r["class_0"]) for r in at_balance),
+        "rows": rows,
+    }
+
+
+def _generated_markdown(generated: dict) -> list[str]:
+    taus = generated["tau_sample"]
+    settings = generated["settings"]
+    lines = [
+        "",
+        f"## Memorization fraction of generated samples ({settings['samples']} per run, seed mean; {settings['criterion']})",
+        "",
+        f"Time-indexed score: {settings['time_nodes'][2]} OU nodes in [{settings['time_nodes'][0]:g}, {settings['time_nodes'][1]:g}], "
+        f"bias std {settings['bias_std']:g}, {settings['heun_steps']} Heun levels. "
+        f"Higher-variance class copied more at balance: {generated['higher_variance_copied_more_at_balance']}.",
+        "",
+        "| sigma_1^2/sigma_0^2 | mu~_1 | n_1/n_0 | class | " + " | ".join(f"tau={t:.3g}" for t in taus) + " |",
+        "|---|---|---|---|" + "---|" * len(taus),
+    ]
+    for row in generated["rows"]:
+        for c in (*CLASSES, "total"):
+            values = " | ".join(f"{x:.3f}" for x in row[c])
+            lines.append(f"| {row['variance_ratio']:.3g} | {row['centroid_norm']:.3g} | {row['imbalance_ratio']:.3g} | {c} | {values} |")
+    return lines
 
 
 def _show(value) -> str:
@@ -326,6 +478,8 @@ def summary_markdown(result: dict) -> str:
             f"| {row['variance_ratio']:.3g} | {row['centroid_norm']:.3g} | {row['learned_first_at_balance']} | {_show(row['learned_reversal_ratio'])} "
             f"| {row['memorized_first_at_balance']} | {_show(row['memorized_reversal_ratio'])} |"
         )
+    if "generated_samples" in result:
+        lines += _generated_markdown(result["generated_samples"])
     return "\n".join(lines + [""])
 
 
@@ -366,7 +520,25 @@ def plot(dataset: xr.Dataset, config: Config) -> dict:
     axes[0].legend(fontsize=6)
     figure.tight_layout()
     figures["class_curves"] = figure
+    if "memorization_fraction_generated" in dataset:
+        figures["generated_memorization"] = _generated_figure(dataset, plt)
     return figures
+
+
+def _generated_figure(dataset: xr.Dataset, plt):
+    """Seed-mean memorization fraction of generated samples vs ``tau_sample``, per class (line
+    style) and imbalance ratio (colour), one panel per variance ratio, first centroid norm."""
+    fractions = dataset.memorization_fraction_generated.mean("seed").isel(centroid_norm=0)
+    variances = dataset.variance_ratio.values
+    figure, axes = plt.subplots(1, len(variances), figsize=(4.2 * len(variances), 3.4), squeeze=False)
+    for j, v in enumerate(variances):
+        for k, ratio in enumerate(dataset.imbalance_ratio.values):
+            for c, style in zip(CLASSES, ("-", "--")):
+                axes[0, j].semilogx(dataset.tau_sample, fractions.sel(variance_ratio=v, imbalance_ratio=ratio, class_=c), style, marker="o", color=f"C{k}", label=f"{c} n1/n0={ratio:g}")
+        axes[0, j].set(xlabel="tau (generator training time)", ylabel="memorized fraction", ylim=(-0.02, 1.02), title=f"sigma_1^2/sigma_0^2={v:g}, mu~_1={float(dataset.centroid_norm.values[0]):g}")
+    axes[0, 0].legend(fontsize=6)
+    figure.tight_layout()
+    return figure
 
 
 # ----------------------------------------------------------------------------- sweeps

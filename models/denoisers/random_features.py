@@ -22,6 +22,21 @@ expansion), which the closed-form flow should use (with Monte Carlo statistics i
 particular noise draws); :func:`gaussian_population_statistics` gives the exact test statistics
 of Gaussian data.
 
+Bias (an extension of [BUBM]): every function that builds features accepts an optional frozen
+bias ``b`` (``p``), ``phi = g(W x / sqrt(d) + b)``. Without it an odd ``g`` (``tanh``, ``erf``)
+makes ``s_A`` odd, so a generator built on it produces a law symmetric under ``x -> -x``: a
+memorizing model then puts as many samples on the mirror images ``-x^nu`` as on the training
+points (measured at ``tau = inf`` in the setting of ``tests/models/test_random_features_generator.py``:
+memorization fraction 0.29 without bias, 0.56 counting copies of mirror images; 0.67 with
+``b ~ N(0, 1)``).
+
+Generator (THEORY.md 7-8, [BUBM] sec. 2): :func:`time_indexed_weights` trains one ``A`` per OU
+time node ``t_1 < ... < t_K`` (same ``W`` and ``b`` at every node) by the exact flow at a common
+training time ``tau``; :class:`TimeIndexedScore` interpolates ``A`` linearly in ``log t``
+between the nodes and is the score that :func:`dynamics.sampling.vp_heun_sample` integrates.
+``tau`` then sets how far the generated law has moved from the population towards the training
+set; :func:`dynamics.measures.memorization_fraction` counts the copies.
+
 Shapes are static: ``d``, ``p`` (hence ``psi_p``) and ``n`` (hence ``psi_n``) fix the array
 shapes, so one compiled program serves one ``(d, p, n)``; seeds, ``t``, learning rates and the
 data scale are traced and can be vmapped (:func:`make_monte_carlo_train`,
@@ -34,12 +49,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from dynamics.sampling import interpolate_log_sigma, vp_heun_sample
 from dynamics.schedules import vp_noise_variance, vp_signal_scale
 from dynamics.training import make_train
 from dynamics.validation import require_choice
@@ -66,16 +83,24 @@ def sample_features(key: PRNGKeyArray, dim: int, num_features: int) -> Float[Arr
     return jax.random.normal(key, (num_features, dim))
 
 
-def features(W: Float[Array, "p d"], x: Float[Array, " d"], activation: str = "tanh") -> Float[Array, " p"]:
-    """``phi = g(W x / sqrt(d))`` for ONE input ``x``."""
-    return activation_function(activation)(W @ x / jnp.sqrt(W.shape[1]))
+def features(
+    W: Float[Array, "p d"], x: Float[Array, " d"], activation: str = "tanh", bias: Float[Array, " p"] | None = None
+) -> Float[Array, " p"]:
+    """``phi = g(W x / sqrt(d) + b)`` for ONE input ``x`` (``b = 0``, [BUBM], when ``bias`` is None)."""
+    preactivation = W @ x / jnp.sqrt(W.shape[1])
+    return activation_function(activation)(preactivation if bias is None else preactivation + bias)
 
 
 def score(
-    A: Float[Array, "d p"], W: Float[Array, "p d"], x: Float[Array, " d"], activation: str = "tanh"
+    A: Float[Array, "d p"],
+    W: Float[Array, "p d"],
+    x: Float[Array, " d"],
+    activation: str = "tanh",
+    bias: Float[Array, " p"] | None = None,
 ) -> Float[Array, " d"]:
-    """``s_A(x) = (A / sqrt(p)) g(W x / sqrt(d))`` for ONE input ``x`` ([BUBM] eq. (4))."""
-    return A @ features(W, x, activation) / jnp.sqrt(W.shape[0])
+    """``s_A(x) = (A / sqrt(p)) g(W x / sqrt(d) + b)`` for ONE input ``x`` ([BUBM] eq. (4) at
+    ``b = 0``; see the module docstring on the optional bias)."""
+    return A @ features(W, x, activation, bias) / jnp.sqrt(W.shape[0])
 
 
 def noised(x0: Float[Array, "... d"], xi: Float[Array, "... d"], t: ArrayLike) -> Float[Array, "... d"]:
@@ -138,9 +163,9 @@ def _hermite_projector(order: int, num_nodes: int) -> tuple[np.ndarray, np.ndarr
     return nodes, weights, np.stack(hermite[: order + 1]) * weights[None, :]
 
 
-def _noise_averaged_moments(W, points, signal_scale, noise_scale, g, order, num_nodes, block_size):
+def _noise_averaged_moments(W, points, signal_scale, noise_scale, g, order, num_nodes, block_size, bias=None):
     """``(M, m1)`` with ``M = mean_nu E_z[phi phi^T]`` and ``m1_i = mean_nu F_1(nu, i)`` for
-    ``phi_i = g(a_i + c_i z_i)``, ``a_i = signal_scale w_i.x^nu/sqrt(d)``,
+    ``phi_i = g(a_i + c_i z_i)``, ``a_i = signal_scale w_i.x^nu/sqrt(d) + b_i``,
     ``c_i = noise_scale |w_i|/sqrt(d)``, ``z_i = w_i.xi/|w_i|`` (Mehler expansion, see
     :func:`expected_feature_statistics`)."""
     n, d = points.shape
@@ -157,6 +182,7 @@ def _noise_averaged_moments(W, points, signal_scale, noise_scale, g, order, num_
     def accumulate(sums, block):
         chunk, mask = block
         centre = signal_scale * chunk @ W.T / jnp.sqrt(d)  # (b, p)
+        centre = centre if bias is None else centre + bias[None, :]
         values = g(centre[:, :, None] + spread[None, :, None] * nodes[None, None, :]) * mask[:, None, None]  # (b, p, Q)
         coefficients = jnp.einsum("bpq,kq->kbp", values, projector)  # F_k, (K+1, b, p)
         second, first, diagonal = sums
@@ -185,11 +211,12 @@ def expected_feature_statistics(
     order: int = 8,
     num_nodes: int = 48,
     block_size: int = 256,
+    bias: Float[Array, " p"] | None = None,
 ) -> tuple[Float[Array, "p p"], Float[Array, "p d"]]:
     """``U`` and ``V`` of :func:`feature_statistics` with the noise average done exactly
     (Mehler expansion) instead of by Monte Carlo.
 
-    With ``a_i = e^-t w_i.x0 / sqrt(d)``, ``c_i = sqrt(Delta_t/d) |w_i|`` and
+    With ``a_i = e^-t w_i.x0 / sqrt(d) + b_i`` (``b = bias``, 0 by default), ``c_i = sqrt(Delta_t/d) |w_i|`` and
     ``z_i = w_i.xi / |w_i|`` (standard normals with correlations ``r_ij = cos(w_i, w_j)``,
     independent of the data point), Mehler's formula gives
     ``E_xi[g(a_i + c_i z_i) g(a_j + c_j z_j)] = sum_k r_ij^k / k! F_k(i) F_k(j)`` with the Hermite
@@ -203,7 +230,7 @@ def expected_feature_statistics(
     """
     g = activation_function(activation)
     U, first = _noise_averaged_moments(
-        W, x0, vp_signal_scale(t), jnp.sqrt(vp_noise_variance(t)), g, order, num_nodes, block_size
+        W, x0, vp_signal_scale(t), jnp.sqrt(vp_noise_variance(t)), g, order, num_nodes, block_size, bias
     )
     return U, first[:, None] * W / jnp.linalg.norm(W, axis=1, keepdims=True)
 
@@ -283,6 +310,78 @@ def gradient_flow_weights(
     # A(tau)^T / sqrt(p) = -(1/sqrt(Delta)) sum_i weight_i v_i (v_i^T V)
     transposed = jnp.einsum("pi,ki,id->kdp", vectors, weight, projected)
     return -jnp.sqrt(p / delta) * transposed
+
+
+def time_indexed_weights(
+    statistics: Callable[[Float[Array, ""]], tuple[Float[Array, "p p"], Float[Array, "p d"]]],
+    times: Float[Array, " k"],
+    taus: Float[Array, " m"],
+) -> Float[Array, "m k d p"]:
+    """Second layers ``A_k(tau)`` of the time-indexed score: for every OU time node ``t_k`` the
+    exact gradient flow (:func:`gradient_flow_weights`, THEORY.md 7) from ``A = 0`` of the DSM
+    loss with the training statistics ``statistics(t_k) -> (U, V)``, read at the common training
+    times ``taus`` (``tau = k eta / d^2`` at every node; ``inf`` gives the least-squares
+    minimum ``A / sqrt(p) = -V^T U^-1 / sqrt(Delta_t)``, which needs ``U`` positive definite:
+    true of the exact noise averages, ``lambda_min ~ 1e-11 .. 1e-6`` in the tests).
+    ``jax.vmap`` over the nodes (memory ``K (p^2 + m d p)``).
+
+    ``statistics`` is normally the exact noise average over the training set ``x0`` with the
+    same ``W`` and ``b`` at every node,
+    ``lambda t: expected_feature_statistics(W, x0, t, activation, bias=b)``
+    (Monte Carlo statistics would be fitted draw by draw). Node ``k`` relaxes at the rates
+    ``2 Delta_{t_k} lambda / psi_p``: small ``t`` trains slowest, and the smallest eigenvalues of
+    its ``U`` (the training points, [BUBM] ``rho_1``) set when the generator starts to copy."""
+
+    def at_time(t):
+        U, V = statistics(t)
+        return gradient_flow_weights(U, V, t, taus)
+
+    return jnp.moveaxis(jax.vmap(at_time)(times), 0, 1)
+
+
+class TimeIndexedScore(eqx.Module):
+    """``s(x, t) = (A(t) / sqrt(p)) g(W x / sqrt(d) + b)`` for ONE OU state ``x`` at time ``t``:
+    ``A(t)`` interpolates the node weights linearly in ``log t``
+    (:func:`dynamics.sampling.interpolate_log_sigma`, a generic log-grid interpolation) and is
+    clamped to the end nodes outside ``[t_1, t_K]``. A pytree (``equinox.Module``; the
+    activation name is static), so new weights reuse a compiled sampler."""
+
+    weights: Float[Array, "k d p"]
+    W: Float[Array, "p d"]
+    times: Float[Array, " k"]
+    bias: Float[Array, " p"] | None = None
+    activation: str = eqx.field(static=True, default="tanh")
+
+    def __call__(self, x: Float[Array, " d"], t: Float[Array, ""]) -> Float[Array, " d"]:
+        A = interpolate_log_sigma(self.weights, self.times, t)
+        return score(A, self.W, x, self.activation, self.bias)
+
+
+@partial(jax.jit, static_argnames=("activation", "num_steps"))
+def generate_samples(
+    weights: Float[Array, "m k d p"],
+    W: Float[Array, "p d"],
+    times: Float[Array, " k"],
+    x_start: Float[Array, "s d"],
+    activation: str = "tanh",
+    bias: Float[Array, " p"] | None = None,
+    *,
+    num_steps: int = 32,
+) -> Float[Array, "m s d"]:
+    """Samples of the time-indexed generator for every training time: ``weights[i]`` are the node
+    weights at ``taus[i]`` (:func:`time_indexed_weights`), ``x_start`` OU states at
+    ``t_max = times[-1]`` (e.g. :func:`dynamics.sampling.vp_gaussian_start`). Each sample is
+    :func:`dynamics.sampling.vp_heun_sample` from ``t_max`` to ``t_min = times[0]``
+    (``num_steps`` Karras levels, then Tweedie at ``t_min``): ``jax.vmap`` over the samples,
+    ``lax.map`` over the taus. Memorization of the result: :func:`dynamics.measures.memorization_fraction`
+    (nearest / second-nearest training-point distance < 1/3, [BUBM] sec. 2)."""
+
+    def at_tau(node_weights):
+        model = TimeIndexedScore(node_weights, W, times, bias, activation)
+        one = lambda x: vp_heun_sample(model, x, t_max=times[-1], t_min=times[0], num_steps=num_steps)
+        return jax.vmap(one)(x_start)
+
+    return jax.lax.map(at_tau, weights)
 
 
 def monte_carlo_loss(
