@@ -241,12 +241,27 @@ def half_relaxation_time(taus: Float[Array, " t"], curve: Float[Array, " t"]) ->
     it has converged this is ``ln 2 / r``, so ratios of half-times measure ratios of rates.
     """
     fraction = (curve - curve[0]) / (curve[-1] - curve[0])
-    upper = jnp.argmax(fraction >= 0.5)
+    return _log_interpolated_crossing(taus, fraction, 0.5)
+
+
+def _log_interpolated_crossing(taus, curve, level):
+    """First record with ``curve >= level``, refined by linear interpolation of ``curve`` in
+    ``log tau`` against the record before; ``taus[0]`` if no record (or the first) reaches it."""
+    upper = jnp.argmax(curve >= level)
     lower = jnp.maximum(upper - 1, 0)
-    span = jnp.where(upper > lower, fraction[upper] - fraction[lower], 1.0)
-    weight = jnp.where(upper > lower, (0.5 - fraction[lower]) / span, 0.0)
+    span = jnp.where(upper > lower, curve[upper] - curve[lower], 1.0)
+    weight = jnp.where(upper > lower, (level - curve[lower]) / span, 0.0)
     log_taus = jnp.log(taus)
     return jnp.exp(log_taus[lower] + weight * (log_taus[upper] - log_taus[lower]))
+
+
+@jax.jit
+def first_reach_time(taus: Float[Array, " t"], curve: Float[Array, " t"], level: Float[Array, ""]) -> Float[Array, ""]:
+    """First time at which ``curve`` (recorded at increasing ``taus``) reaches ``level``: linear
+    interpolation of ``curve`` in ``log tau`` between the first record at or above ``level`` and
+    the one before; ``taus[0]`` if the first record is already there, NaN if none is. E.g. the
+    generated-sample memorization time of [BUBM] sec. 2 (``curve`` = fraction of copies)."""
+    return jnp.where(jnp.any(curve >= level), _log_interpolated_crossing(taus, curve, level), jnp.nan)
 
 
 # ----------------------------------------------------------------------------- classes and memorization

@@ -52,7 +52,6 @@ import numpy as np
 import xarray as xr
 
 from dynamics import measures
-from dynamics.sampling import vp_gaussian_start
 from dynamics.sweep import Workload, require_one_value_per_run, with_values
 from dynamics.validation import (
     ConfigError,
@@ -145,21 +144,8 @@ def validate(config: Config) -> Config:
     require_increasing("tau_min", config.tau_min, "tau_max", config.tau_max)
     require_positive_int("num_tau", config.num_tau, minimum=4)
     require_positive_int("seeds", config.seeds)
-    validate_generator(config)
+    rf.validate_generator_fields(config)
     return config
-
-
-def validate_generator(config: Config) -> None:
-    """The ``generate_*`` fields (checked even when ``generate_samples = 0``)."""
-    require_positive_int("generate_samples", config.generate_samples, minimum=0)
-    if not config.generate_taus:
-        raise ConfigError("generate_taus: needs at least one value")
-    require_range("generate_taus", config.generate_taus, low=0.0, low_open=True)
-    require_range("generate_time_min", config.generate_time_min, low=0.0, low_open=True)
-    require_increasing("generate_time_min", config.generate_time_min, "generate_time_max", config.generate_time_max)
-    require_positive_int("generate_num_times", config.generate_num_times, minimum=2)
-    require_positive_int("generate_steps", config.generate_steps, minimum=2)
-    require_range("generate_bias", config.generate_bias, low=0.0)
 
 
 def taus(config: Config) -> np.ndarray:
@@ -240,11 +226,6 @@ def class_times(config: Config, train_loss, test_loss):
     return generalization, memorization
 
 
-def generator_times(config: Config):
-    """OU time nodes ``t_1 < ... < t_K`` of the time-indexed score, log-spaced."""
-    return jnp.geomspace(config.generate_time_min, config.generate_time_max, config.generate_num_times)
-
-
 def generated_memorization(config: Config, key, variance_ratio, centroid_norm, counts):
     """Memorization fractions of ``generate_samples`` generated samples at every ``generate_taus``
     (see the module docstring): ``(per_class[class, tau_sample], total[tau_sample])``.
@@ -261,12 +242,13 @@ def generated_memorization(config: Config, key, variance_ratio, centroid_norm, c
         per_class = [rf.expected_feature_statistics(W, x, t, config.activation, bias=bias) for x in points]
         return weighted_statistics(jax.tree.map(lambda *xs: jnp.stack(xs), *per_class), counts, config.class_weights)
 
-    times = generator_times(config)
-    weights = rf.time_indexed_weights(statistics, times, jnp.asarray(config.generate_taus, float))
+    times = rf.generator_times(config.generate_time_min, config.generate_time_max, config.generate_num_times)
     train = jnp.concatenate(points)
     labels = jnp.concatenate([jnp.full((count,), c) for c, count in enumerate(counts)])
-    start = vp_gaussian_start(jax.random.fold_in(key, 50), jnp.mean(train, 0), jnp.cov(train.T), times[-1], config.generate_samples)
-    samples = rf.generate_samples(weights, W, times, start, config.activation, bias, num_steps=config.generate_steps)
+    samples = rf.sample_trained_generator(
+        jax.random.fold_in(key, 50), statistics, W, train, times, jnp.asarray(config.generate_taus, float),
+        config.generate_samples, config.activation, bias, num_steps=config.generate_steps,
+    )
     per_class = jax.vmap(lambda x: measures.per_class_memorization_fraction(x, train, labels, len(CLASSES)))(samples)
     return per_class.T, jax.vmap(lambda x: measures.memorization_fraction(x, train))(samples)
 

@@ -19,6 +19,17 @@ study computes
 * the eigenvalue histogram of ``U`` against the theoretical spectrum (**reconstruction**, see
   :mod:`dynamics.theory.random_features`), with its L1 and Kolmogorov-Smirnov distances.
 
+Optional generated samples (``generate_samples > 0``, the class-imbalance study's fields and
+semantics; [BUBM] sec. 2, THEORY.md 7-8): per ``psi_n`` the time-indexed generator
+(:func:`models.denoisers.random_features.sample_trained_generator`: the study's ``W``, a frozen
+bias ``b ~ N(0, generate_bias^2)`` shared by every ``psi_n``, one exactly trained ``A`` per OU time
+node in ``[generate_time_min, generate_time_max]``, Heun probability flow) at the training times
+``generate_taus``, and the fraction ``f_mem(tau)`` of its samples that copy a training point
+(nearest / second-nearest distance < 1/3, :func:`dynamics.measures.memorization_fraction`).
+``tau_mem_generated`` is the first ``tau`` at which ``f_mem`` reaches ``generate_fraction_level``
+(:func:`dynamics.measures.first_reach_time`, linear in ``log tau``; NaN if never): [BUBM]'s
+operational memorization time, beside the loss-gap ``tau_mem`` above.
+
 The same ``W`` serves every ``psi_n`` (only the training set changes). ``d``, ``p`` and ``n``
 fix array shapes, so each ``psi_n`` is its own compiled program.
 """
@@ -28,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -70,7 +82,17 @@ class Config:
     mehler_order: int = 8  # Hermite order of the exact noise average
     num_bins: int = 40  # eigenvalue histogram bins (log-spaced)
     seed: int = 0
+    generate_samples: int = 0  # generated samples per psi_n for the memorization fraction (0: off)
+    generate_taus: tuple[float, ...] = tuple(float(10.0**k) for k in np.arange(1.0, 8.01, 0.5))  # generator training times
+    generate_time_min: float = 0.01  # OU time nodes of the time-indexed score, log-spaced in [min, max]
+    generate_time_max: float = 3.0
+    generate_num_times: int = 6
+    generate_steps: int = 32  # Heun levels of the probability-flow sampler
+    generate_bias: float = 1.0  # std of the generator's frozen feature bias (0: [BUBM]'s bias-free features)
+    generate_fraction_level: float = 0.1  # tau_mem_generated: first tau with f_mem >= this level
 
+
+SENSITIVITY_LEVELS = (0.05, 0.1, 0.25)  # f_mem levels of the tau_mem_generated slope check in the summary
 
 PRESETS = {
     "quick": Config(),
@@ -100,6 +122,8 @@ def validate(config: Config) -> Config:
     require_positive_int("mehler_order", config.mehler_order, minimum=1)
     require_positive_int("num_bins", config.num_bins, minimum=4)
     require_positive_int("seed", config.seed, minimum=0)
+    rf.validate_generator_fields(config)
+    require_range("generate_fraction_level", config.generate_fraction_level, low=0.0, high=1.0, low_open=True)
     return config
 
 
@@ -156,6 +180,24 @@ def histogram(config: Config, eigenvalues: np.ndarray, equivalent: np.ndarray, c
     return edges, fraction(eigenvalues), fraction(equivalent), theory.spectral_mass(edges, constants, config.psi_p, psi_n)
 
 
+@partial(jax.jit, static_argnames="config")
+def generated_memorization(config: Config, key, W, bias, x0) -> jax.Array:
+    """``f_mem`` at every ``generate_taus`` of ``generate_samples`` samples of the generator
+    trained on ``x0`` (exact noise-averaged statistics with bias ``bias``; start key ``key``)."""
+    statistics = lambda t: rf.expected_feature_statistics(W, x0, t, config.activation, order=config.mehler_order, bias=bias)
+    times = rf.generator_times(config.generate_time_min, config.generate_time_max, config.generate_num_times)
+    samples = rf.sample_trained_generator(
+        key, statistics, W, x0, times, jnp.asarray(config.generate_taus, float), config.generate_samples,
+        config.activation, bias, num_steps=config.generate_steps,
+    )
+    return jax.vmap(lambda x: measures.memorization_fraction(x, x0))(samples)
+
+
+def generated_memorization_time(generate_taus, fractions, level: float) -> float:
+    """``tau_mem_generated``: first training time at which the copy fraction reaches ``level``."""
+    return float(measures.first_reach_time(jnp.asarray(generate_taus, float), jnp.asarray(fractions), level))
+
+
 def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
     """Closed form, simulation, measured and predicted times, spectra (see the module docstring)."""
     config = validate(config)
@@ -170,9 +212,13 @@ def _run(config: Config) -> xr.Dataset:
     W = rf.sample_features(jax.random.fold_in(key, 0), d, p)
     population = rf.gaussian_population_statistics(W, t, config.data_std, config.activation, order=config.mehler_order)
     constants = theory.equivalence_constants(t, config.data_std, config.activation)
-    rows = []
+    bias = config.generate_bias * jax.random.normal(jax.random.fold_in(key, 1000), (p,))
+    rows, generated = [], []
     for index, (psi_n, n) in enumerate(zip(config.psi_n, counts)):
         x0 = config.data_std * jax.random.normal(jax.random.fold_in(key, index + 1), (n, d))
+        if config.generate_samples:
+            start_key = jax.random.fold_in(jax.random.fold_in(key, index + 1), 2)
+            generated.append(np.asarray(generated_memorization(config, start_key, W, bias, x0)))
         U, V = rf.expected_feature_statistics(W, x0, t, config.activation, order=config.mehler_order)
         spectrum = theory.flow_spectrum(U, V)
         closed = closed_form_curves(config, U, V, population, spectrum, grid)
@@ -212,6 +258,14 @@ def _run(config: Config) -> xr.Dataset:
             **{f"ge_{name}": float(value) for name, value in constants._asdict().items()},
         },
     )
+    if generated:
+        dataset = dataset.assign_coords(tau_sample=np.asarray(config.generate_taus, float))
+        dataset["memorization_fraction_generated"] = (("psi_n", "tau_sample"), np.stack(generated))
+        dataset["memorization_fraction_generated"].attrs["long_name"] = "fraction of generated samples that copy a training point ([BUBM] 1/3 ratio)"
+        dataset["tau_mem_generated"] = (
+            ("psi_n",),
+            np.array([generated_memorization_time(config.generate_taus, row, config.generate_fraction_level) for row in generated]),
+        )
     measured = _measured_times(dataset)
     for name, values in measured.items():
         dataset[name] = (("psi_n",), values)
@@ -316,7 +370,7 @@ def summary(dataset: xr.Dataset, config: Config) -> dict:
         }
         for i, value in enumerate(psi_n)
     }
-    return {
+    result = {
         "dim": config.dim,
         "psi_p": config.psi_p,
         "time": config.time,
@@ -332,6 +386,64 @@ def summary(dataset: xr.Dataset, config: Config) -> dict:
         "closed_form_vs_gd_max_abs": deviation,
         "per_psi_n": per_psi_n,
     }
+    if "memorization_fraction_generated" in dataset:
+        result["generated_samples"] = generated_summary(dataset, config)
+    return result
+
+
+def generated_summary(dataset: xr.Dataset, config: Config) -> dict:
+    """``f_mem(tau)`` and ``tau_mem_generated`` per ``psi_n``, the slope of ``log
+    tau_mem_generated`` on ``log n`` (None when a time is NaN), the slope at the
+    :data:`SENSITIVITY_LEVELS` of ``f_mem``, and the scale-free half-rise time of ``f_mem``
+    (to half of its last value, :func:`dynamics.measures.half_relaxation_time`) with its slope:
+    ``f_mem`` saturates below 1 when ``n`` is not small against ``p``, which a fixed level mixes
+    into the time."""
+    psi_n, taus = dataset.psi_n.values, dataset.tau_sample.values
+    fractions = dataset.memorization_fraction_generated.values
+    slope = lambda times: _slope(psi_n, times) if np.all(np.isfinite(times)) and psi_n.size > 1 else None
+    at_level = lambda level: np.array([generated_memorization_time(taus, row, level) for row in fractions])
+    # scale-free companion: f_mem has made half of its rise to its last value (NaN if it never rises)
+    half_rise = np.array([float(measures.half_relaxation_time(jnp.asarray(taus), jnp.asarray(row))) if row[-1] > row[0] else np.nan for row in fractions])
+    return {
+        "tau_sample": [float(tau) for tau in taus],
+        "level": config.generate_fraction_level,
+        "tau_mem_generated": {str(value): _finite(time) for value, time in zip(psi_n, dataset.tau_mem_generated.values)},
+        "memorization_fraction": {str(value): [float(f) for f in row] for value, row in zip(psi_n, fractions)},
+        "tau_mem_generated_slope": slope(dataset.tau_mem_generated.values),
+        "tau_mem_generated_slope_by_level": {str(level): slope(at_level(level)) for level in SENSITIVITY_LEVELS},
+        "f_mem_final": {str(value): float(row[-1]) for value, row in zip(psi_n, fractions)},
+        "tau_half_rise": {str(value): _finite(time) for value, time in zip(psi_n, half_rise)},
+        "tau_half_rise_slope": slope(half_rise),
+        "settings": {
+            "samples": config.generate_samples,
+            "time_nodes": [config.generate_time_min, config.generate_time_max, config.generate_num_times],
+            "heun_steps": config.generate_steps,
+            "bias_std": config.generate_bias,
+            "criterion": "nearest / second-nearest training distance < 1/3 ([BUBM] sec. 2)",
+        },
+    }
+
+
+def _generated_markdown(generated: dict) -> list[str]:
+    show = lambda value: "n/a" if value is None else f"{value:.3g}"
+    lines = [
+        "",
+        f"## Memorization fraction of generated samples ({generated['settings']['samples']} per psi_n; {generated['settings']['criterion']})",
+        "",
+        "| psi_n | " + " | ".join(f"{tau:.3g}" for tau in generated["tau_sample"]) + f" | tau_mem_generated (f_mem = {generated['level']}) |",
+        "|---|" + "---|" * (len(generated["tau_sample"]) + 1),
+    ]
+    for psi_n, row in generated["memorization_fraction"].items():
+        lines.append(f"| {psi_n} | " + " | ".join(f"{f:.2f}" for f in row) + f" | {show(generated['tau_mem_generated'][psi_n])} |")
+    lines += [
+        "",
+        f"- slope of log tau_mem_generated on log n: {show(generated['tau_mem_generated_slope'])}"
+        + " (at f_mem levels " + ", ".join(f"{level}: {show(slope)}" for level, slope in generated["tau_mem_generated_slope_by_level"].items()) + ")",
+        "- half-rise time of f_mem (half of its last value): "
+        + ", ".join(f"psi_n {value}: {show(time)}" for value, time in generated["tau_half_rise"].items())
+        + f"; slope {show(generated['tau_half_rise_slope'])}",
+    ]
+    return lines
 
 
 def _finite(value: float) -> float | None:
@@ -380,6 +492,8 @@ def summary_markdown(result: dict) -> str:
             " (reconstruction), L1 over the bins and the largest CDF difference (KS)."
         ),
     ]
+    if "generated_samples" in result:
+        lines += _generated_markdown(result["generated_samples"])
     return "\n".join(lines) + "\n"
 
 
@@ -432,4 +546,15 @@ def plot(dataset: xr.Dataset, config: Config) -> dict:
     axis.set_ylabel("tau")
     axis.legend(fontsize=8)
     scales.tight_layout()
-    return {"curves": curves, "spectrum": spectra, "time_scales": scales}
+    figures = {"curves": curves, "spectrum": spectra, "time_scales": scales}
+    if "memorization_fraction_generated" in dataset:
+        generated, axis = plt.subplots(figsize=(4.5, 3.6))
+        for colour, value in zip(colours, psi_n):
+            axis.semilogx(dataset.tau_sample, dataset.memorization_fraction_generated.sel(psi_n=value), "o-", color=colour, label=f"psi_n = {value:g}")
+        axis.axhline(config.generate_fraction_level, color="k", ls=":", lw=0.8)
+        axis.set_xlabel("generator training time tau")
+        axis.set_ylabel("fraction of generated samples copying a training point")
+        axis.legend(fontsize=8)
+        generated.tight_layout()
+        figures["generated_memorization"] = generated
+    return figures

@@ -56,10 +56,10 @@ import jax.scipy.special as jsp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from dynamics.sampling import interpolate_log_sigma, vp_heun_sample
+from dynamics.sampling import interpolate_log_sigma, vp_gaussian_start, vp_heun_sample
 from dynamics.schedules import vp_noise_variance, vp_signal_scale
 from dynamics.training import make_train
-from dynamics.validation import require_choice
+from dynamics.validation import ConfigError, require_choice, require_increasing, require_positive_int, require_range
 
 Activation = Callable[[Array], Array]
 
@@ -382,6 +382,51 @@ def generate_samples(
         return jax.vmap(one)(x_start)
 
     return jax.lax.map(at_tau, weights)
+
+
+def generator_times(time_min: float, time_max: float, num_times: int) -> Float[Array, " k"]:
+    """OU time nodes ``t_1 < ... < t_K`` of the time-indexed score, log-spaced in ``[time_min, time_max]``."""
+    return jnp.geomspace(time_min, time_max, num_times)
+
+
+def validate_generator_fields(config) -> None:
+    """Check a study config's generator fields (the names shared by the studies that generate:
+    ``generate_samples`` (0: off), ``generate_taus``, ``generate_time_min``/``max``,
+    ``generate_num_times``, ``generate_steps``, ``generate_bias``); checked even when
+    ``generate_samples = 0``. Raises :class:`dynamics.validation.ConfigError` naming the field."""
+    require_positive_int("generate_samples", config.generate_samples, minimum=0)
+    if not config.generate_taus:
+        raise ConfigError("generate_taus: needs at least one value")
+    require_range("generate_taus", config.generate_taus, low=0.0, low_open=True)
+    require_range("generate_time_min", config.generate_time_min, low=0.0, low_open=True)
+    require_increasing("generate_time_min", config.generate_time_min, "generate_time_max", config.generate_time_max)
+    require_positive_int("generate_num_times", config.generate_num_times, minimum=2)
+    require_positive_int("generate_steps", config.generate_steps, minimum=2)
+    require_range("generate_bias", config.generate_bias, low=0.0)
+
+
+def sample_trained_generator(
+    start_key: PRNGKeyArray,
+    statistics: Callable[[Float[Array, ""]], tuple[Float[Array, "p p"], Float[Array, "p d"]]],
+    W: Float[Array, "p d"],
+    train: Float[Array, "n d"],
+    times: Float[Array, " k"],
+    taus: Float[Array, " m"],
+    num_samples: int,
+    activation: str = "tanh",
+    bias: Float[Array, " p"] | None = None,
+    *,
+    num_steps: int = 32,
+) -> Float[Array, "m s d"]:
+    """``num_samples`` samples, for every training time ``taus[i]``, of the time-indexed generator
+    trained on ``train`` (THEORY.md 7-8, [BUBM] sec. 2): node weights by the exact gradient flow
+    (:func:`time_indexed_weights` with the training statistics ``statistics(t)``), OU states at
+    ``t_max = times[-1]`` from a Gaussian with the training set's mean and covariance
+    (:func:`dynamics.sampling.vp_gaussian_start`, key ``start_key``; the same start for every
+    ``tau``), then :func:`generate_samples`."""
+    weights = time_indexed_weights(statistics, times, taus)
+    start = vp_gaussian_start(start_key, jnp.mean(train, 0), jnp.cov(train.T), times[-1], num_samples)
+    return generate_samples(weights, W, times, start, activation, bias, num_steps=num_steps)
 
 
 def monte_carlo_loss(
