@@ -130,7 +130,7 @@ MEASURED_D128 = dict(dim=128, num_samples=2000, num_records=20)  # the paper pre
 @pytest.mark.slow
 def test_mlp_exponent_on_128_dimensional_gaussian_data():
     """Issue 4: the MLP-UNet's fitted alpha on gaussian d = 128 lies in [0.8, 1.3] ([WP]: 1.08 at
-    d = 256); measured 1.166 (R^2 0.94, 53 rising modes), ~18 min on the shared 2-core CPU."""
+    d = 256); measured 1.166 (R^2 0.94, 53 rising modes), 5 min on the quiet 2-core CPU."""
     config = dataclasses.replace(nsb.PRESETS["paper"], **MEASURED_D128)
     result = nsb.summary(nsb.run(config), nsb.validate(config))
     assert 0.8 <= result["alpha"] <= 1.3, result
