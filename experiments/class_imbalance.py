@@ -547,17 +547,21 @@ def scan_workload(config: Config) -> Workload:
     the corresponding entry of :func:`run`. Outputs: ``train_loss``, ``test_loss[class_, tau]``,
     ``generalization_time``, ``memorization_time[class_]``, and ``learned_first``,
     ``memorized_first``: 1 if class 1's time is the shorter, else 0 (one seed's
-    :func:`first_class`).
+    :func:`first_class`). With ``generate_samples > 0`` also
+    ``memorization_fraction_generated[class_, tau_sample]`` and
+    ``memorization_fraction_generated_total[tau_sample]`` (:func:`generated_memorization`, the
+    same keys as :func:`run`).
     """
     (counts,) = class_counts(config)
 
     def run_one(key, values):
         point = with_values(config, values)
-        _, train, test = class_statistics(point, key, point.variance_ratios[0], point.centroid_norms[0], counts)
+        variance_ratio, centroid_norm = point.variance_ratios[0], point.centroid_norms[0]
+        _, train, test = class_statistics(point, key, variance_ratio, centroid_norm, counts)
         train_loss, test_loss = class_curves(point, train, test, counts, point.class_weights)
         generalization, memorization = class_times(point, train_loss, test_loss)
         first = lambda times: (times[1] < times[0]).astype(jnp.int32)
-        return {
+        outputs = {
             "train_loss": train_loss,
             "test_loss": test_loss,
             "generalization_time": generalization,
@@ -565,8 +569,14 @@ def scan_workload(config: Config) -> Workload:
             "learned_first": first(generalization),
             "memorized_first": first(memorization),
         }
+        if config.generate_samples:
+            per_class_fraction, total_fraction = generated_memorization(point, key, variance_ratio, centroid_norm, counts)
+            outputs["memorization_fraction_generated"] = per_class_fraction
+            outputs["memorization_fraction_generated_total"] = total_fraction
+        return outputs
 
     per_class = ("class_",)
+    generated_dims = {"memorization_fraction_generated": ("class_", "tau_sample"), "memorization_fraction_generated_total": ("tau_sample",)}
     return Workload(
         run=run_one,
         dims={
@@ -574,7 +584,8 @@ def scan_workload(config: Config) -> Workload:
             "test_loss": ("class_", "tau"),
             "generalization_time": per_class,
             "memorization_time": per_class,
+            **(generated_dims if config.generate_samples else {}),
         },
-        coords={"class_": np.array(CLASSES), "tau": taus(config)},
+        coords={"class_": np.array(CLASSES), "tau": taus(config), **({"tau_sample": np.asarray(config.generate_taus, float)} if config.generate_samples else {})},
         divergence_outputs=("train_loss", "test_loss"),  # a time is NaN when its curve never gets there
     )

@@ -120,6 +120,25 @@ def test_scan_runs_equal_the_study_runs(tmp_path):
     np.testing.assert_array_equal(scanned.memorized_first.rename(names).transpose("seed", ...), class_1_first(study.memorization_time))
 
 
+def test_scan_generated_memorization_equals_the_study(tmp_path):
+    """With ``--generate-samples`` a scan run also reports the per-class and total copy fractions
+    of the generated samples, equal to :func:`class_imbalance.run`'s entry (same keys)."""
+    generator = ["--generate-samples", "16", "--generate-taus", "1e3,1e8", "--generate-num-times", "3", "--generate-steps", "8", "--num-features", "128"]
+    out = tmp_path / "scan"
+    assert cli.main(["scan", "class-imbalance", "--out", str(out), *SCAN_TINY, *generator, "--centroid-norms", "1", "--grid", "variance_ratios=1,4", "--seeds", "1"]) == 0
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as scanned:
+        scanned = scanned.load()
+    assert scanned.memorization_fraction_generated.dims == ("variance_ratios", "seed", "class_", "tau_sample")
+    np.testing.assert_array_equal(scanned.tau_sample, [1e3, 1e8])
+    config = dataclasses.replace(cli.build_config(class_imbalance, "quick", SCAN_TINY + generator), variance_ratios=(1.0, 4.0), centroid_norms=(1.0,), seeds=1)
+    study = class_imbalance.run(config).isel(imbalance_ratio=0, centroid_norm=0)
+    for name in ("memorization_fraction_generated", "memorization_fraction_generated_total"):
+        swept = scanned[name].rename(variance_ratios="variance_ratio").transpose(*study[name].dims)
+        np.testing.assert_allclose(swept, study[name], rtol=1e-12, atol=0)
+    total = scanned.memorization_fraction_generated_total
+    assert float(total.sel(tau_sample=1e8).min()) > float(total.sel(tau_sample=1e3).max())  # copying grows with training
+
+
 @pytest.mark.parametrize(
     "grid, overrides, field",
     [
