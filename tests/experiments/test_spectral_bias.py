@@ -12,58 +12,64 @@ import xarray as xr
 from dynamics.sweep import sweep
 from experiments import EXPERIMENTS, cli, spectral_bias
 
-SMALL = spectral_bias.Config(
-    families=("one_layer", "circulant", "patch"),
-    num_modes=6,
-    q=(0.1, 0.6),
-    num_tau=14,
-    num_sigma_nodes=24,
-    seeds=2,
-    num_samples=400,
-)
+QUICK = spectral_bias.PRESETS["quick"]
+SMALL = spectral_bias.Config(families=("one_layer", "circulant", "patch"), num_modes=6, q=(0.1, 0.6), num_tau=14, num_sigma_nodes=24, seeds=2, num_samples=0)
 
 
 @pytest.fixture(scope="module")
 def small_run():
+    """Two init scales (the quick preset has one), no PF-ODE samples."""
     return spectral_bias.run(SMALL)
 
 
-def test_dataset_schema(small_run):
-    ds = small_run
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """`diffdyn run spectral-bias` (the README's quick start) once, in a subprocess: its output
+    folder and its results."""
+    out = tmp_path_factory.mktemp("quick") / "run"
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "spectral-bias", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as results:
+        return out, results.load()
+
+
+def test_dataset_schema(quick_run):
+    _, ds = quick_run
     assert list(ds.source.values) == ["theory", "simulation"]
+    assert list(ds.family.values) == list(QUICK.families)
     assert ds.variance.dims == ("source", "family", "q", "seed", "tau", "mode")
-    assert ds.variance.shape == (2, 3, 2, 2, 14, 6)
+    assert ds.variance.shape == (2, len(QUICK.families), 1, 2, 26, 12)
     assert ds.weight.dims == ("source", "family", "q", "seed", "sigma", "tau", "mode")
-    np.testing.assert_allclose(ds.tau, np.geomspace(1e-3, 1e2, 14))
-    np.testing.assert_allclose(ds.lam.sel(family="one_layer"), np.geomspace(1e-2, 10.0, 6))
+    np.testing.assert_allclose(ds.tau, np.geomspace(1e-3, 1e2, 26))
+    np.testing.assert_allclose(ds.lam.sel(family="one_layer"), np.geomspace(1e-2, 10.0, 12))
 
 
-def test_simulation_follows_theory(small_run):
-    ds = small_run
+def test_simulation_follows_theory(quick_run):
+    _, ds = quick_run
     deviation = np.abs(ds.variance.sel(source="simulation") / ds.variance.sel(source="theory") - 1)
     assert float(deviation.sel(family="one_layer").max()) < 0.02
     assert float(deviation.max()) < 0.1
     weight_gap = np.abs(ds.weight.sel(source="simulation") - ds.weight.sel(source="theory"))
-    assert float(weight_gap.max()) < 1e-8  # trained weights are exact at the nodes
+    assert float(weight_gap.sel(family="one_layer").max()) < 1e-8  # trained weights are exact at the nodes
 
 
-def test_per_mode_results_do_not_depend_on_the_random_rotation(small_run):
-    one_layer = small_run.variance.sel(source="simulation", family="one_layer")
+def test_per_mode_results_do_not_depend_on_the_random_rotation(quick_run):
+    _, ds = quick_run
+    one_layer = ds.variance.sel(source="simulation", family="one_layer")
     # Equal up to the PF-ODE solver tolerance (rtol 1e-6 per step; global error ~1e-5).
     np.testing.assert_allclose(one_layer.isel(seed=0), one_layer.isel(seed=1), rtol=2e-4)
 
 
-def test_sampled_variance_within_monte_carlo_error(small_run):
-    sim = small_run.variance.sel(source="simulation")
-    relative = np.abs(small_run.variance_sampled / sim - 1)
-    assert float(relative.max()) < 5 * np.sqrt(2 / SMALL.num_samples)
+def test_sampled_variance_within_monte_carlo_error(quick_run):
+    _, ds = quick_run
+    sim = ds.variance.sel(source="simulation")
+    relative = np.abs(ds.variance_sampled / sim - 1)
+    assert float(relative.max()) < 5 * np.sqrt(2 / QUICK.num_samples)
 
 
-def test_quick_run_end_to_end(tmp_path):
+def test_quick_run_end_to_end(quick_run):
     """`diffdyn run spectral-bias` with the quick preset: files, headline numbers."""
-    out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "spectral-bias", "--out", str(out)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    out, _ = quick_run
     for name in ("results.nc", "config.json", "summary.json", "summary.md", "weights.png", "variance.png", "emergence.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
@@ -78,8 +84,6 @@ def test_quick_run_end_to_end(tmp_path):
     ratio = summary["circulant_rate_ratio"]
     assert abs(ratio["median"] / ratio["expected"] - 1) < 0.01
     assert ratio["expected"] == 12
-    ds = xr.open_dataset(out / "results.nc", engine="h5netcdf")
-    assert {"source", "tau", "mode"} <= set(ds.variance.dims)
     assert json.loads((out / "config.json").read_text())["preset"] == "quick"
 
 
