@@ -93,6 +93,7 @@ class Config:
 
 
 SENSITIVITY_LEVELS = (0.05, 0.1, 0.25)  # f_mem levels of the tau_mem_generated slope check in the summary
+GAP_FRACTIONS = (0.1, 0.25, 0.5)  # tau_mem onset check: the gap has reached this fraction of its final value
 
 PRESETS = {
     "quick": Config(),
@@ -340,6 +341,17 @@ def _measured_times(dataset: xr.Dataset) -> dict[str, np.ndarray]:
     return {name: np.array(values) for name, values in result.items()}
 
 
+def gap_fraction_times(dataset: xr.Dataset, fraction: float) -> np.ndarray:
+    """Per ``psi_n``: the first ``tau`` at which the train/test gap has covered ``fraction`` of its
+    change from the first to the last record (``fraction = 0.5`` is ``tau_mem``); linear in
+    ``log tau`` (:func:`dynamics.measures.first_reach_time`)."""
+    gaps = (dataset.test_loss - dataset.train_loss).values
+    relative = (gaps - gaps[:, :1]) / (gaps[:, -1:] - gaps[:, :1])
+    with jax.enable_x64(True):  # the precision tau_mem was measured in
+        grid = jnp.asarray(dataset.tau.values)
+        return np.array([float(measures.first_reach_time(grid, jnp.asarray(row), fraction)) for row in relative])
+
+
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
     """OLS slope of ``log y`` on ``log x``."""
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
@@ -378,6 +390,7 @@ def summary(dataset: xr.Dataset, config: Config) -> dict:
         "tau_mem_local_slopes": {
             f"{a}-{b}": _slope(np.array([a, b]), np.array([x, y])) for a, b, x, y in zip(psi_n[:-1], psi_n[1:], tau_mem[:-1], tau_mem[1:])
         },
+        "tau_mem_slope_by_gap_fraction": {str(fraction): _slope(psi_n, gap_fraction_times(dataset, fraction)) for fraction in GAP_FRACTIONS},
         "tau_mem_slope_predicted": _slope(psi_n, dataset.tau_mem_predicted.values),
         "tau_mem_slope_predicted_exact_edge": _slope(psi_n, dataset.tau_mem_exact_edge_predicted.values),
         "tau_gen_relative_change": float(tau_gen.max() / tau_gen.min() - 1),
@@ -477,6 +490,8 @@ def summary_markdown(result: dict) -> str:
         ),
         "- local slopes of log tau_mem on log n (between neighbouring psi_n): "
         + ", ".join(f"{pair}: {slope:.2f}" for pair, slope in result["tau_mem_local_slopes"].items()),
+        "- slope of log tau_mem on log n with the gap at other fractions of its final value: "
+        + ", ".join(f"{fraction}: {slope:.2f}" for fraction, slope in result["tau_mem_slope_by_gap_fraction"].items()),
         f"- relative change of tau_gen across psi_n: {result['tau_gen_relative_change']:.3f}",
         f"- slope of log (min score error) on log n: {result['score_error_plateau_slope']:.3f}",
         (
