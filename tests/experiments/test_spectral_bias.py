@@ -50,7 +50,8 @@ def test_simulation_follows_theory(quick_run):
     assert float(deviation.sel(family="one_layer").max()) < 0.02
     assert float(deviation.max()) < 0.1
     weight_gap = np.abs(ds.weight.sel(source="simulation") - ds.weight.sel(source="theory"))
-    assert float(weight_gap.sel(family="one_layer").max()) < 1e-8  # trained weights are exact at the nodes
+    assert float(weight_gap.sel(family=["one_layer", "circulant", "patch"]).max()) < 1e-8  # linear flows: exact at the nodes
+    assert float(weight_gap.max()) < 1e-5  # two-layer and deep linear: their mode ODE vs the trained ODE (rtol 1e-6)
 
 
 def test_per_mode_results_do_not_depend_on_the_random_rotation(quick_run):
