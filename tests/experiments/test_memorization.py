@@ -37,7 +37,8 @@ def test_cli_writes_results_summary_and_figures(tiny):
 
 
 def test_gap_fraction_times_increase_with_the_fraction(tiny):
-    ds = xr.open_dataset(tiny / "results.nc", engine="h5netcdf")
+    with xr.open_dataset(tiny / "results.nc", engine="h5netcdf") as ds:
+        ds = ds.load()
     times = np.stack([memorization.gap_fraction_times(ds, fraction) for fraction in (0.1, 0.25, 0.5, 0.9)])
     np.testing.assert_allclose(times[2], ds.tau_mem, rtol=1e-9)
     assert np.all(np.diff(times, axis=0) > 0)
