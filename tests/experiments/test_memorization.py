@@ -86,7 +86,7 @@ def test_bad_input_fails_early_with_one_line(tmp_path, capsys, arguments, field)
 
 @pytest.mark.slow
 def test_paper_preset():
-    """[BUBM] figure settings (d = 100, psi_p = 64; 26 min on 2 cores): tau_gen flat and at its
+    """[BUBM] figure settings (d = 100, psi_p = 64; 16 min on the quiet 2-core CPU): tau_gen flat and at its
     prediction; tau_mem growing with n, near the THEORY.md edge prediction at the two smallest
     psi_n and bending over (falling local slopes) as psi_n approaches psi_p (README)."""
     config = memorization.PRESETS["paper"]
