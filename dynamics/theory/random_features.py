@@ -322,12 +322,18 @@ def flow_quadratic_curve(
     ``S = E[phi phi^T]`` (``p x p``) and ``C = E[phi y^T]`` (``p x d``), times ``Delta_t`` and
     ``-sqrt(Delta_t)`` respectively: with ``Y = Q^T V`` the answers are
     ``w^T [(Y Y^T) o (Q^T S Q)] w / d`` and ``w . diag(Q^T C Y^T) / d``. One ``p^3`` rotation, then
-    ``O(p^2)`` per time."""
+    ``O(p^2)`` per time.
+
+    The quadratic form is contracted as ``sum((kernel @ w^T) o w^T, axis 0)``: the equal
+    ``einsum("ki,ij,kj->k")`` (or ``sum((w @ kernel) o w, axis 1)``) is miscompiled by XLA on CPU
+    (jax 0.10.2) for some shapes when ``kernel`` is computed in the same program, e.g. 141 or 281
+    times with ``p`` in 150-256: relative errors up to 0.8 (regression test in
+    ``tests/dynamics/theory/test_random_features.py``)."""
     Y, Q = spectrum.projected, spectrum.vectors
     d = Y.shape[1]
     kernel = (Y @ Y.T) * (Q.T @ second @ Q)
     linear = jnp.sum((Q.T @ cross) * Y, axis=1)
-    return jnp.einsum("ki,ij,kj->k", weights, kernel, weights) / d, weights @ linear / d
+    return jnp.sum((kernel @ weights.T) * weights.T, axis=0) / d, weights @ linear / d
 
 
 @jax.jit

@@ -113,3 +113,18 @@ def test_flow_curves_equal_losses_of_the_flow_weights():
     score = th.flow_score_error_curve(spectrum, population.U, population.phi_x, T, taus, 1.3)
     direct = jax.vmap(lambda A: rf.gaussian_score_error(A, population.U, population.phi_x, T, 1.3))(weights)
     np.testing.assert_allclose(score, direct, rtol=1e-10)
+
+
+@pytest.mark.parametrize(("num_taus", "p"), [(141, 200), (281, 180), (100, 256), (400, 150)])
+def test_flow_quadratic_curve_is_right_at_shapes_xla_miscompiles(num_taus, p):
+    """Regression: the jitted quadratic form equals numpy's at shapes where XLA on CPU
+    miscompiled the ``einsum`` form (errors up to 0.8 with jax 0.10.2; ``flow_quadratic_curve``)."""
+    rng = np.random.default_rng(p)
+    U = (lambda a: a @ a.T / p)(rng.standard_normal((p, p)))
+    spectrum = th.flow_spectrum(jnp.asarray(U), jnp.asarray(rng.standard_normal((p, 7))))
+    second = (lambda a: a @ a.T / p)(rng.standard_normal((p, p)))
+    weights = rng.standard_normal((num_taus, p))
+    quadratic, _ = jax.jit(th.flow_quadratic_curve)(spectrum, second, rng.standard_normal((p, 7)), weights)
+    Y, Q = np.asarray(spectrum.projected), np.asarray(spectrum.vectors)
+    kernel = (Y @ Y.T) * (Q.T @ second @ Q)
+    np.testing.assert_allclose(quadratic, np.sum((weights @ kernel) * weights, axis=1) / 7, rtol=1e-10)
