@@ -30,6 +30,12 @@ node in ``[generate_time_min, generate_time_max]``, Heun probability flow) at th
 (:func:`dynamics.measures.first_reach_time`, linear in ``log tau``; NaN if never): [BUBM]'s
 operational memorization time, beside the loss-gap ``tau_mem`` above.
 
+``feature_statistics = "gaussian-equivalent"`` replaces the features' statistics by THEORY.md 7's
+Gaussian-equivalent model restricted to its ``(d + n)``-dimensional invariant subspace
+(:func:`dynamics.theory.random_features.equivalent_statistics`; exact for that model, cost
+``O(p (d + n)^2)``), which reaches the regime ``psi_p >> psi_n >> 1`` of the ``tau_mem ~ n`` law
+(preset ``asymptotic``); closed form only, and the spectrum is the model's own.
+
 The same ``W`` serves every ``psi_n`` (only the training set changes). ``d``, ``p`` and ``n``
 fix array shapes, so each ``psi_n`` is its own compiled program.
 """
@@ -90,6 +96,13 @@ class Config:
     generate_steps: int = 32  # Heun levels of the probability-flow sampler
     generate_bias: float = 1.0  # std of the generator's frozen feature bias (0: [BUBM]'s bias-free features)
     generate_fraction_level: float = 0.1  # tau_mem_generated: first tau with f_mem >= this level
+    feature_statistics: str = "exact"  # "exact": the features' U (p x p); "gaussian-equivalent": THEORY.md 7's model, any psi_p
+
+
+FEATURE_STATISTICS = {
+    "exact": "U, V of the activation's features with the noise average done exactly (p x p eigendecomposition)",
+    "gaussian-equivalent": "THEORY.md 7's Gaussian-equivalent model in its (d + n)-dim invariant subspace (closed form only)",
+}
 
 
 SENSITIVITY_LEVELS = (0.05, 0.1, 0.25)  # f_mem levels of the tau_mem_generated slope check in the summary
@@ -98,6 +111,11 @@ GAP_FRACTIONS = (0.1, 0.25, 0.5)  # tau_mem onset check: the gap has reached thi
 PRESETS = {
     "quick": Config(),
     "paper": Config(dim=100, psi_p=64.0, psi_n=(4.0, 8.0, 16.0, 32.0), simulate_tau_max=1e2),
+    # the regime of THEORY.md's tau_mem ~ n (psi_p >> psi_n >> 1), in the model the theory solves
+    "asymptotic": Config(
+        dim=100, psi_p=1024.0, psi_n=(4.0, 8.0, 16.0, 32.0), simulate_tau_max=0.0, tau_max=1e7, num_tau=281,
+        feature_statistics="gaussian-equivalent",
+    ),
 }
 
 
@@ -125,6 +143,14 @@ def validate(config: Config) -> Config:
     require_positive_int("seed", config.seed, minimum=0)
     rf.validate_generator_fields(config)
     require_range("generate_fraction_level", config.generate_fraction_level, low=0.0, high=1.0, low_open=True)
+    require_choice("feature_statistics", config.feature_statistics, FEATURE_STATISTICS)
+    if config.feature_statistics == "gaussian-equivalent":
+        for field in ("simulate_tau_max", "generate_samples"):
+            if getattr(config, field) != 0:
+                raise ConfigError(
+                    f"{field}: must be 0 with feature_statistics='gaussian-equivalent' (its closed form is all it computes: no"
+                    f" simulated GD, no generator), got {getattr(config, field)}"
+                )
     return config
 
 
@@ -160,6 +186,41 @@ def simulate_gd(config: Config, U, V, population, spectrum):
     closed = closed_form_curves(config, U, V, population, spectrum, recorded_taus)
     pad = lambda values: np.concatenate([np.asarray(values), empty[len(records):]])
     return (pad(recorded_taus), *(pad(c) for c in curves), *(pad(c) for c in closed))
+
+
+def exact_population(config: Config, W, t, data_std):
+    """The features' exact population statistics, shared by every ``psi_n`` (``None`` for the
+    Gaussian-equivalent model, which :func:`flow_statistics` restricts per training set)."""
+    if config.feature_statistics != "exact":
+        return None
+    return rf.gaussian_population_statistics(W, t, data_std, config.activation, order=config.mehler_order)
+
+
+def flow_statistics(config: Config, W, standard_x0, omega_key, t, data_std, constants, population=None):
+    """``(U, V, population, spectrum)`` of the training set ``x0 = data_std * standard_x0``.
+
+    ``feature_statistics = "exact"``: the features' statistics with the noise average done
+    exactly, the given exact ``population`` statistics and the ``p x p`` eigendecomposition.
+    ``"gaussian-equivalent"``: THEORY.md 7's equivalent model (point-specific features drawn
+    from ``omega_key``) restricted to its ``(d + n)``-dim invariant subspace
+    (:func:`dynamics.theory.random_features.equivalent_statistics`; ``population`` unused), so
+    the flow's losses are exact for that model at any ``psi_p`` for ``O(p (d + n)^2)``.
+    """
+    if config.feature_statistics == "exact":
+        U, V = rf.expected_feature_statistics(W, data_std * standard_x0, t, config.activation, order=config.mehler_order)
+        return U, V, population, theory.flow_spectrum(U, V)
+    omega = jax.random.normal(omega_key, (W.shape[0], standard_x0.shape[0]), W.dtype)
+    restricted = theory.equivalent_statistics(W, standard_x0.T, omega, constants, t)
+    population = rf.PopulationStatistics(restricted.population_U, restricted.population_V, restricted.phi_x)
+    return restricted.U, restricted.V, population, theory.flow_spectrum(restricted.U, restricted.V, W.shape[0])
+
+
+def full_spectrum(config: Config, spectrum, constants) -> np.ndarray:
+    """All ``p`` eigenvalues of ``U``: the equivalent model's restriction adds ``s_t^2`` once per
+    dimension off its subspace."""
+    p = round(config.psi_p * config.dim)
+    eigenvalues = np.asarray(spectrum.eigenvalues)
+    return np.sort(np.concatenate([eigenvalues, np.full(p - eigenvalues.size, float(constants.s2))]))
 
 
 def closed_form_curves(config: Config, U, V, population, spectrum, times):
@@ -211,22 +272,24 @@ def _run(config: Config) -> xr.Dataset:
     t, grid = config.time, jnp.asarray(taus(config))
     key = jax.random.key(config.seed)
     W = rf.sample_features(jax.random.fold_in(key, 0), d, p)
-    population = rf.gaussian_population_statistics(W, t, config.data_std, config.activation, order=config.mehler_order)
+    exact = config.feature_statistics == "exact"
+    population = exact_population(config, W, t, config.data_std)
     constants = theory.equivalence_constants(t, config.data_std, config.activation)
     bias = config.generate_bias * jax.random.normal(jax.random.fold_in(key, 1000), (p,))
     rows, generated = [], []
     for index, (psi_n, n) in enumerate(zip(config.psi_n, counts)):
-        x0 = config.data_std * jax.random.normal(jax.random.fold_in(key, index + 1), (n, d))
+        standard_x0 = jax.random.normal(jax.random.fold_in(key, index + 1), (n, d))
+        x0 = config.data_std * standard_x0
         if config.generate_samples:
             start_key = jax.random.fold_in(jax.random.fold_in(key, index + 1), 2)
             generated.append(np.asarray(generated_memorization(config, start_key, W, bias, x0)))
-        U, V = rf.expected_feature_statistics(W, x0, t, config.activation, order=config.mehler_order)
-        spectrum = theory.flow_spectrum(U, V)
-        closed = closed_form_curves(config, U, V, population, spectrum, grid)
-        eigenvalues = np.asarray(spectrum.eigenvalues)
-        simulated = simulate_gd(config, U, V, population, spectrum)
         equivalent_key = jax.random.fold_in(jax.random.fold_in(key, index + 1), 1)
-        equivalent = np.linalg.eigvalsh(np.asarray(theory.gaussian_equivalent_matrix(equivalent_key, W, constants, n)))
+        U, V, psi_population, spectrum = flow_statistics(config, W, standard_x0, equivalent_key, t, config.data_std, constants, population)
+        closed = closed_form_curves(config, U, V, psi_population, spectrum, grid)
+        eigenvalues = full_spectrum(config, spectrum, constants)
+        simulated = simulate_gd(config, U, V, psi_population, spectrum)
+        # the exact features' spectrum beside one draw of its Gaussian equivalent; in the equivalent model both are the same
+        equivalent = np.linalg.eigvalsh(np.asarray(theory.gaussian_equivalent_matrix(equivalent_key, W, constants, n))) if exact else eigenvalues
         rows.append((closed, simulated, eigenvalues, *histogram(config, eigenvalues, equivalent, constants, psi_n)))
 
     stack = lambda pick: np.stack([np.asarray(pick(row)) for row in rows])
@@ -305,10 +368,11 @@ def scan_workload(config: Config) -> Workload:
         traced = with_values(config, values)
         t, std = traced.time, traced.data_std
         W = rf.sample_features(jax.random.fold_in(key, 0), d, p)
-        population = rf.gaussian_population_statistics(W, t, std, config.activation, order=config.mehler_order)
-        x0 = std * jax.random.normal(jax.random.fold_in(key, 1), (n, d))
-        U, V = rf.expected_feature_statistics(W, x0, t, config.activation, order=config.mehler_order)
-        train, test, score = closed_form_curves(traced, U, V, population, theory.flow_spectrum(U, V), jnp.asarray(grid))
+        population = exact_population(config, W, t, std)
+        constants = theory.equivalence_constants(t, std, config.activation)
+        standard_x0 = jax.random.normal(jax.random.fold_in(key, 1), (n, d))
+        U, V, population, spectrum = flow_statistics(config, W, standard_x0, jax.random.fold_in(key, 2), t, std, constants, population)
+        train, test, score = closed_form_curves(traced, U, V, population, spectrum, jnp.asarray(grid))
         return {
             "train_loss": train,
             "test_loss": test,
@@ -386,6 +450,7 @@ def summary(dataset: xr.Dataset, config: Config) -> dict:
         "dim": config.dim,
         "psi_p": config.psi_p,
         "time": config.time,
+        "feature_statistics": config.feature_statistics,
         "tau_mem_slope": _slope(psi_n, tau_mem),
         "tau_mem_local_slopes": {
             f"{a}-{b}": _slope(np.array([a, b]), np.array([x, y])) for a, b, x, y in zip(psi_n[:-1], psi_n[1:], tau_mem[:-1], tau_mem[1:])
@@ -467,6 +532,8 @@ def summary_markdown(result: dict) -> str:
     """Measured vs predicted table of :func:`summary`."""
     lines = [
         f"# memorization: random-features score model, d = {result['dim']}, psi_p = {result['psi_p']}, t = {result['time']}",
+        "",
+        f"Feature statistics: {result['feature_statistics']} ({FEATURE_STATISTICS[result['feature_statistics']]}).",
         "",
         (
             "| psi_n | tau_gen measured | tau_gen predicted | tau_mem measured | tau_mem predicted | min score error |"

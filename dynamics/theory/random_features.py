@@ -160,8 +160,62 @@ def gaussian_equivalent_matrix(
     data_key, noise_key = jax.random.split(key)
     X = jax.random.normal(data_key, (d, num_points), W.dtype)
     Omega = jax.random.normal(noise_key, (p, num_points), W.dtype)
-    G = constants.a * jnp.sqrt(constants.signal2) * W @ X / jnp.sqrt(d) + jnp.sqrt(constants.v2) * Omega
+    G = _equivalent_columns(W, X, Omega, constants)
     return G @ G.T / num_points + constants.b**2 * W @ W.T / d + constants.s2 * jnp.eye(p, dtype=W.dtype)
+
+
+def _equivalent_columns(
+    W: Float[Array, "p d"], X: Float[Array, "d n"], Omega: Float[Array, "p n"], constants: EquivalenceConstants
+) -> Float[Array, "p n"]:
+    """``G = a_t c W X / sqrt(d) + v_t Omega``: the noise-averaged features of the training points
+    in the Gaussian-equivalent model (``X`` standardised data, ``c = e^-t sx``)."""
+    return constants.a * jnp.sqrt(constants.signal2) * W @ X / jnp.sqrt(W.shape[1]) + jnp.sqrt(constants.v2) * Omega
+
+
+class EquivalentStatistics(NamedTuple):
+    """The Gaussian-equivalent model's training and population statistics restricted to the
+    ``k = d + n`` dimensional span of ``[W, Omega]`` (orthonormal basis ``Q_k``): ``U``, ``V``
+    of the training set and the population ``U``, ``V``, ``phi_x = E[phi x_t^T]``, each as
+    ``Q_k^T (.) [Q_k]``."""
+
+    U: Float[Array, "k k"]
+    V: Float[Array, "k d"]
+    population_U: Float[Array, "k k"]
+    population_V: Float[Array, "k d"]
+    phi_x: Float[Array, "k d"]
+
+
+@jax.jit
+def equivalent_statistics(
+    W: Float[Array, "p d"], X: Float[Array, "d n"], Omega: Float[Array, "p n"], constants: EquivalenceConstants, t: ArrayLike
+) -> EquivalentStatistics:
+    """The statistics of the Gaussian-equivalent model (the model THEORY.md 7's spectrum and time
+    scales describe) in its ``(d + n)``-dimensional invariant subspace, for any ``psi_p``.
+
+    Training: ``U = (1/n) G G^T + b_t^2 W W^T/d + s_t^2 I`` (:func:`gaussian_equivalent_matrix`,
+    ``G`` from the standardised data ``X`` and the point-specific features ``Omega``) and
+    ``V = E[phi xi^T] = b_t W/sqrt(d)``. Population (fresh ``x0`` and ``Omega``):
+    ``U = (a_t^2 c^2 + b_t^2) W W^T/d + (v_t^2 + s_t^2) I``, ``V = b_t W/sqrt(d)`` and
+    ``phi_x = a_t Gamma_t^2 W/sqrt(d)`` (Stein's lemma on the linear part). Every matrix is
+    ``s_t^2 I`` or ``(v_t^2 + s_t^2) I`` off ``span[W, Omega]`` and ``V`` lies in it, so the
+    gradient-flow weights' rows stay in it and the losses of the flow are exact in the
+    ``k x k`` restriction: cost ``O(p k^2)`` and memory ``O(p k)`` instead of ``O(p^3)`` and
+    ``O(p^2)``. Use with :func:`flow_spectrum` ``(U, V, num_features=p)``. As everywhere in this
+    module the activation's mean ``m_t`` is removed (zero for ``tanh``); [BUBM] app., THEORY.md 7.
+    """
+    d = W.shape[1]
+    Q, _ = jnp.linalg.qr(jnp.concatenate([W, Omega], axis=1))
+    W_k, G_k = Q.T @ W, Q.T @ _equivalent_columns(W, X, Omega, constants)
+    M_k, identity = W_k @ W_k.T / d, jnp.eye(Q.shape[1], dtype=W.dtype)
+    V = constants.b * W_k / jnp.sqrt(d)
+    gamma2 = constants.signal2 + vp_noise_variance(t)
+    return EquivalentStatistics(
+        U=G_k @ G_k.T / X.shape[1] + constants.b**2 * M_k + constants.s2 * identity,
+        V=V,
+        population_U=(constants.a**2 * constants.signal2 + constants.b**2) * M_k + (constants.v2 + constants.s2) * identity,
+        population_V=V,
+        phi_x=constants.a * gamma2 * W_k / jnp.sqrt(d),
+    )
 
 
 def _marchenko_pastur_stieltjes(zeta: np.ndarray, ratio: float) -> np.ndarray:
@@ -288,24 +342,28 @@ def bulk_edges(
 
 class FlowSpectrum(NamedTuple):
     """Eigendecomposition of the training ``U`` with ``V`` projected on it: enough to evaluate
-    any quadratic loss of the gradient-flow weights at any time without forming them."""
+    any quadratic loss of the gradient-flow weights at any time without forming them.
+    ``num_features`` is the model's ``p`` (it sets the rate ``2 Delta_t d lambda / p``): the size
+    of ``U``, or larger when ``U`` is a restriction to an invariant subspace
+    (:func:`equivalent_statistics`)."""
 
-    eigenvalues: Float[Array, " p"]
-    vectors: Float[Array, "p p"]
-    projected: Float[Array, "p d"]  # vectors^T V
+    eigenvalues: Float[Array, " k"]
+    vectors: Float[Array, "k k"]
+    projected: Float[Array, "k d"]  # vectors^T V
+    num_features: ArrayLike
 
 
 @jax.jit
-def flow_spectrum(U: Float[Array, "p p"], V: Float[Array, "p d"]) -> FlowSpectrum:
+def flow_spectrum(U: Float[Array, "k k"], V: Float[Array, "k d"], num_features: ArrayLike | None = None) -> FlowSpectrum:
     eigenvalues, vectors = jnp.linalg.eigh(U)
-    return FlowSpectrum(eigenvalues, vectors, vectors.T @ V)
+    return FlowSpectrum(eigenvalues, vectors, vectors.T @ V, U.shape[0] if num_features is None else num_features)
 
 
 def flow_mode_weights(spectrum: FlowSpectrum, t: ArrayLike, taus: Float[Array, " k"]) -> Float[Array, "k p"]:
     """``w_i(tau) = [1 - exp(-(2 Delta_t/psi_p) lambda_i tau)] / lambda_i``: the gradient-flow
     weights are ``A(tau)/sqrt(p) = -(1/sqrt(Delta_t)) V^T Q diag(w(tau)) Q^T`` (THEORY.md 7)."""
-    p, d = spectrum.projected.shape
-    rate = 2.0 * vp_noise_variance(t) * d / p
+    d = spectrum.projected.shape[1]
+    rate = 2.0 * vp_noise_variance(t) * d / spectrum.num_features
     lam = spectrum.eigenvalues
     safe = jnp.where(lam == 0, 1.0, lam)
     exponent = rate * lam[None, :] * taus[:, None]
