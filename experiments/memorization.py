@@ -588,6 +588,7 @@ def plot(dataset: xr.Dataset, config: Config) -> dict:
 
     psi_n = dataset.psi_n.values
     colours = plt.cm.viridis(np.linspace(0, 0.9, psi_n.size))
+    legend = " (lines: closed form, circles: GD)" if np.isfinite(dataset.tau_simulated.values).any() else " (closed form; dotted: tau_mem)"
     curves, axes = plt.subplots(1, 3, figsize=(14, 4))
     for colour, value in zip(colours, psi_n):
         one = dataset.sel(psi_n=value)
@@ -596,7 +597,7 @@ def plot(dataset: xr.Dataset, config: Config) -> dict:
             axis.plot(one.tau_simulated, one[simulated], "o", ms=3, mfc="none", color=colour)
             axis.axvline(float(one.tau_mem), color=colour, ls=":", lw=0.8)
             axis.set_xscale("log")
-            axis.set_title(name.replace("_", " ") + " (lines: closed form, circles: GD)")
+            axis.set_title(name.replace("_", " ") + legend)
             axis.set_xlabel("tau = k eta / d^2")
     axes[2].set_yscale("log")
     axes[0].legend()
