@@ -122,7 +122,7 @@ def test_tau_mem_is_linear_in_n_only_when_psi_p_dominates_psi_n():
 
 @pytest.mark.slow
 def test_asymptotic_preset():
-    """``--preset asymptotic`` (d = 100, psi_p = 1024, Gaussian-equivalent; 4.5 min, 11 GB):
+    """``--preset asymptotic`` (d = 100, psi_p = 1024, Gaussian-equivalent; 4 min, 11 GB):
     tau_mem slope in [0.85, 1.15] (0.99 measured), tau_gen flat and within 10% of prediction."""
     config = memorization.PRESETS["asymptotic"]
     ds = memorization.run(config)
