@@ -149,6 +149,19 @@ def soft_emergence_time(
     return jnp.exp(log_tau[0] + spent), rising
 
 
+def emergence_times(
+    taus: Float[Array, " t"], variance: Float[Array, "*b t k"], target: Float[Array, "*b k"], *, criterion: str = "geometric"
+) -> tuple[Float[Array, "*b k"], Bool[Array, "*b k"]]:
+    """:func:`emergence_time` of every mode of every curve: ``variance[..., tau, mode]`` with
+    targets ``target[..., mode]`` (broadcast against the curves' leading dims). Returns
+    ``(tau_star[..., mode], rising[..., mode])``."""
+    curves = jnp.moveaxis(jnp.asarray(variance), -2, -1)  # (..., mode, tau)
+    goals = jnp.broadcast_to(jnp.asarray(target, curves.dtype), curves.shape[:-1])
+    one = lambda curve, goal: emergence_time(jnp.asarray(taus, curve.dtype), curve, goal, criterion=criterion)
+    tau_star, rising = jax.vmap(one)(curves.reshape(-1, curves.shape[-1]), goals.reshape(-1))
+    return tau_star.reshape(goals.shape), rising.reshape(goals.shape)
+
+
 def _ols_log_log(lam: np.ndarray, tau_star: np.ndarray) -> dict[str, float]:
     """OLS of ``log tau*`` on ``log lam``: ``alpha = -slope``, intercept, ``r2`` (NaN, < 2 modes)."""
     n_modes = lam.size
@@ -205,6 +218,20 @@ def fit_power_law(
         fit["n_nan"] = int(np.sum(group & ~gray & ~finite))
         result[name] = fit
     return result
+
+
+def fit_power_laws(lam, tau_star, initial, rising, *, over: str = "source") -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`fit_power_law` for every entry of the dim ``over`` (e.g. ``source``: theory vs
+    simulation) of labelled arrays (``xarray.DataArray``): every other dim (modes, seeds, ...) is
+    pooled into one fit. ``lam``, ``initial`` and ``rising`` broadcast against ``tau_star``."""
+    import xarray as xr
+
+    fits = {}
+    for label in tau_star[over].values:
+        times = tau_star.sel({over: label})
+        pick = lambda array: xr.broadcast(array.sel({over: label}) if over in array.dims else array, times)[0].transpose(*times.dims).values.ravel()
+        fits[str(label)] = fit_power_law(pick(lam), times.values.ravel(), pick(initial), pick(rising))
+    return fits
 
 
 @jax.jit

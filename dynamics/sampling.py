@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from dynamics.status import Solved, from_diffrax
 from dynamics.schedules import (
     SIGMA_MAX,
     SIGMA_MIN,
@@ -67,7 +68,7 @@ def _solve_log_sigma(
     solver: diffrax.AbstractSolver | None,
     max_steps: int,
     adjoint: diffrax.AbstractAdjoint | None,
-) -> PyTree:
+) -> Solved:
     """Adaptive diffrax solve of ``dy/du = vector_field(u, y, args)`` in ``u = ln sigma``.
 
     Steps are chosen by ``PIDController(rtol, atol)`` with no minimum step, the first step by
@@ -91,8 +92,9 @@ def _solve_log_sigma(
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
         adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
+        throw=False,
     )
-    return solution.ys
+    return Solved(solution.ys, from_diffrax(solution.result))
 
 
 def _pf_ode_vector_field(
@@ -126,11 +128,12 @@ def pf_ode_sample(
     solver: diffrax.AbstractSolver | None = None,
     max_steps: int = 16384,
     adjoint: diffrax.AbstractAdjoint | None = None,
-) -> Float[Array, "*shape"]:
+) -> Solved:
     """Solve the probability-flow ODE for ONE sample from ``sigma_max`` down to ``sigma_min``.
 
     ``x_T`` is the state at ``sigma_max`` (draw it from ``N(0, sigma_max^2 I)``); the result is
-    ``x(sigma_min)``. The ODE ``dx/du = x - D(x, e^u)``, ``u = ln sigma``, is solved with an
+    ``Solved(x(sigma_min), status)`` (:mod:`dynamics.status`; ``max_steps`` bounds the cost of a
+    stiff solve, whose status then says so). The ODE ``dx/du = x - D(x, e^u)``, ``u = ln sigma``, is solved with an
     adaptive ``PIDController(rtol, atol)`` (no ``dtmin``); ``solver`` defaults to
     ``diffrax.Tsit5()``. ``adjoint`` defaults to ``diffrax.RecursiveCheckpointAdjoint()``: the
     sample is differentiable (in ``x_T`` and in whatever ``denoise`` closes over) by
@@ -138,7 +141,7 @@ def pf_ode_sample(
     state (not one per step), at the price of recomputing forward steps in the backward pass.
     Karras et al. 2022 (EDM) eq. 1; THEORY.md section 1.
     """
-    return pf_ode_trajectory(
+    path, status = pf_ode_trajectory(
         denoise,
         x_T,
         jnp.reshape(jnp.asarray(sigma_min), (1,)),
@@ -148,7 +151,8 @@ def pf_ode_sample(
         solver=solver,
         max_steps=max_steps,
         adjoint=adjoint,
-    )[0]
+    )
+    return Solved(path[0], status)
 
 
 def pf_ode_trajectory(
@@ -162,8 +166,9 @@ def pf_ode_trajectory(
     solver: diffrax.AbstractSolver | None = None,
     max_steps: int = 16384,
     adjoint: diffrax.AbstractAdjoint | None = None,
-) -> Float[Array, "n *shape"]:
-    """The probability-flow ODE solution of ONE sample, saved at the decreasing levels ``sigmas``.
+) -> Solved:
+    """The probability-flow ODE solution of ONE sample, saved at the decreasing levels ``sigmas``
+    (``Solved(path[n, ...], status)``).
 
     Starts from ``x_T`` at ``sigma_max`` and ends at ``sigmas[-1]``; every entry of ``sigmas``
     must lie in ``(0, sigma_max]`` and they must decrease (they are diffrax ``SaveAt(ts=ln sigmas)``
@@ -338,13 +343,13 @@ def affine_moment_flow(
     solver: diffrax.AbstractSolver | None = None,
     max_steps: int = 16384,
     adjoint: diffrax.AbstractAdjoint | None = None,
-) -> tuple[Float[Array, " d"], Float[Array, "d d"]]:
+) -> Solved:
     """Exact mean and covariance pushed through the probability-flow ODE of an affine denoiser.
 
     For ``D(x, sigma) = A(sigma) x + c(sigma)`` with ``affine(sigma) -> (A, c)`` the flow
     ``dx/du = x - D(x, e^u)`` (``u = ln sigma``) is linear, so with ``B = I - A``:
     ``dm/du = B m - c`` and ``dC/du = B C + C B^T``, solved from ``u = ln sigma_max`` (state
-    ``(mean_T, cov_T)``) down to ``ln sigma_min``. Returns ``(m, C)`` at ``sigma_min``. For
+    ``(mean_T, cov_T)``) down to ``ln sigma_min``. Returns ``Solved((m, C), status)`` at ``sigma_min``. For
     commuting ``A(sigma)`` this is [WP]'s ``C = M C_T M^T``,
     ``M = exp(integral_{sigma_min}^{sigma_max} (A_s - I)/s ds)`` (THEORY.md section 2 sign).
     Solver, step control and gradients as in :func:`pf_ode_sample`. The error control weighs all
@@ -352,7 +357,7 @@ def affine_moment_flow(
     is resolved less well relative to itself (rtol 1e-7 gives ~1e-6 on a 0.01 mode of a
     ``sigma_max = 80`` flow; rtol 1e-9 gives ~2e-8).
     """
-    mean, cov = _solve_log_sigma(
+    (mean, cov), status = _solve_log_sigma(
         _affine_moment_vector_field,
         affine,
         (mean_T, cov_T),
@@ -365,7 +370,7 @@ def affine_moment_flow(
         max_steps=max_steps,
         adjoint=adjoint,
     )
-    return mean[0], cov[0]
+    return Solved((mean[0], cov[0]), status)
 
 
 def generated_covariance(
@@ -379,13 +384,13 @@ def generated_covariance(
     solver: diffrax.AbstractSolver | None = None,
     max_steps: int = 16384,
     adjoint: diffrax.AbstractAdjoint | None = None,
-) -> Float[Array, "d d"]:
-    """Covariance at ``sigma_min`` of the PF-ODE samples of an affine denoiser.
+) -> Solved:
+    """Covariance at ``sigma_min`` of the PF-ODE samples of an affine denoiser (``Solved(C, status)``).
 
     :func:`affine_moment_flow` started from ``x(sigma_max) ~ N(0, sigma_max^2 I)`` in ``dim``
     dimensions (the offsets ``c`` move only the mean, so they do not enter).
     """
-    _, cov = affine_moment_flow(
+    (_, cov), status = affine_moment_flow(
         affine,
         jnp.zeros((dim,)),
         jnp.square(sigma_max) * jnp.eye(dim),
@@ -397,4 +402,34 @@ def generated_covariance(
         max_steps=max_steps,
         adjoint=adjoint,
     )
-    return cov
+    return Solved(cov, status)
+
+
+def generated_mode_variances(
+    affine_of: Callable[[PyTree], tuple[Float[Array, "d d"], Float[Array, " d"]]],
+    params_grid: PyTree,
+    nodes: Float[Array, " s"],
+    basis: Float[Array, "d k"],
+    *,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rtol: float = 1e-7,
+    max_steps: int = 16384,
+) -> Solved:
+    """Generated variance along every column of ``basis`` of a per-sigma affine denoiser whose
+    parameters ``params_grid`` (leaves ``(node, ...)``) were trained at ``nodes`` and are
+    interpolated in ``log sigma`` (:func:`interpolate_log_sigma`), by exact covariance
+    propagation through the PF-ODE (:func:`generated_covariance`) started from
+    ``N(0, sigma_max^2 I)``. Propagated in the basis, where the solver's per-component tolerance
+    is relative to each mode's own variance (small modes stay accurate). Returns
+    ``Solved(variance[k], status)``.
+    """
+
+    def affine(sigma):
+        matrix, offset = affine_of(interpolate_log_sigma(params_grid, nodes, sigma))
+        return basis.T @ matrix @ basis, basis.T @ offset
+
+    cov, status = generated_covariance(
+        affine, basis.shape[1], sigma_max=sigma_max, sigma_min=sigma_min, rtol=rtol, atol=1e-3 * rtol, max_steps=max_steps
+    )
+    return Solved(jnp.diagonal(cov), status)

@@ -26,6 +26,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from dynamics.objectives import population_loss
+from dynamics.status import Solved, from_diffrax, worst
 from dynamics.validation import ConfigError, require_choice
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -139,7 +141,7 @@ def gradient_flow(
     rtol: float = 1e-7,
     atol: float = 1e-9,
     max_steps: int = 1_000_000,
-) -> PyTree:
+) -> Solved:
     """Solve ``d theta/d tau = -eta grad L(theta)`` numerically from ``theta(0) = params0``.
 
     For any differentiable loss (deep linear and nonlinear denoisers). The default solver is
@@ -147,7 +149,9 @@ def gradient_flow(
     where ``rate_max`` is the largest curvature rate near the path (``8 eta lambda_max`` for the
     symmetric two-layer denoiser). Quadratic losses (affine denoisers), whose rates reach
     ``2 eta (sigma_max^2 + lambda)``, are solved exactly by :func:`quadratic_gradient_flow`.
-    Returns the parameters with a leading axis over ``taus`` (increasing, >= 0).
+    Returns ``Solved(params, status)``: the parameters with a leading axis over ``taus``
+    (increasing, >= 0) and the solver status (:mod:`dynamics.status`): a solve that needs more
+    than ``max_steps`` steps stops there (unreached times are ``inf``) instead of raising.
     """
     solver = diffrax.Tsit5() if solver is None else solver
     velocity = jax.grad(loss)
@@ -166,8 +170,9 @@ def gradient_flow(
         saveat=diffrax.SaveAt(ts=taus),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
+        throw=False,
     )
-    return solution.ys
+    return Solved(solution.ys, from_diffrax(solution.result))
 
 
 def _elementwise_derivative(fn, x, order):
@@ -312,3 +317,41 @@ def quadratic_gradient_descent(
     Differentiable like :func:`quadratic_gradient_flow` (``steps`` may be an integer).
     """
     return _quadratic_solution(loss, params0, _descent_decay_integral, eta)
+
+
+def train_per_sigma(
+    model,
+    mean: Float[Array, " d"],
+    cov: Float[Array, "d d"],
+    scale: Float[Array, ""],
+    key: PRNGKeyArray,
+    nodes: Float[Array, " s"],
+    etas: Float[Array, " s"],
+    taus: Float[Array, " t"],
+    *,
+    quadratic: bool,
+    rtol: float = 1e-6,
+    max_steps: int = 1_000_000,
+) -> Solved:
+    """Independent denoisers at every noise level ``nodes[i]`` ([WP] sec. 3: one set of
+    parameters per sigma), each trained by gradient flow with rate ``etas[i]`` (a per-sigma rate
+    is a per-sigma loss weight) on the exact population loss of data with moments ``(mean, cov)``
+    (:func:`dynamics.objectives.population_loss`: summed, un-halved; time ``tau`` = learning rate
+    x steps). ``model`` has ``init(key, scale)`` and ``affine(params) -> (A, c)``.
+
+    Every node starts from the same initialisation, so the parameters vary smoothly with sigma
+    and can be interpolated in ``log sigma``. ``quadratic`` (affine-in-parameters denoisers):
+    the exact flow of :func:`quadratic_gradient_flow`; otherwise diffrax (:func:`gradient_flow`,
+    tolerance ``rtol``, at most ``max_steps`` steps per node). Returns ``Solved(params, status)``
+    with leaves ``(tau, node, ...)``.
+    """
+    params0 = model.init(key, scale)
+
+    def at_node(sigma, eta):
+        loss = lambda params: population_loss(model.affine, params, mean, cov, sigma)
+        if quadratic:
+            return Solved(jax.vmap(quadratic_gradient_flow(loss, params0, eta=eta))(taus), jnp.int32(0))
+        return gradient_flow(loss, params0, taus, eta=eta, rtol=rtol, atol=1e-3 * rtol, max_steps=max_steps)
+
+    by_node, statuses = jax.vmap(at_node)(nodes, etas)
+    return Solved(jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), by_node), worst(statuses))

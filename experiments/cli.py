@@ -1,171 +1,170 @@
-"""``diffdyn``: list, run and report experiments.
+"""``diffdyn``: list, run, scan and report studies.
 
     diffdyn list
-    diffdyn run EXPERIMENT [--preset quick|paper] [--out DIR] [--FIELD VALUE ...]
-    diffdyn scan EXPERIMENT --grid FIELD=V1,V2,... [--grid ...] [--seeds N] [--out DIR] [--resume]
-                 [--chunk-size N] [--max-memory 2GB] [--FIELD VALUE ...]
+    diffdyn run EXPERIMENT [--preset quick|paper|...] [--out DIR] [--FIELD VALUE ...]
+    diffdyn scan EXPERIMENT --grid FIELD=V1,V2,... [--grid ...] [--FIELD VALUE ...]
+    diffdyn run EXPERIMENT --help        (every field: type, default, allowed values, meaning)
     diffdyn report DIR
 
-Any field of the experiment's ``Config`` can be overridden (``--num-modes 16``,
-``--q 0.1,0.5``). Bad input prints one line naming the field and exits with status 2 before
-anything is compiled or written.
+``run`` sweeps the study's own grid fields x ``--seeds``; ``scan`` sweeps more fields on top,
+through the same engine (chunks, devices, ``--resume``, failure masks). Fields of nested
+settings take dotted names (``--tau.num 30``). Bad input prints one line naming the field and
+exits with status 2 before anything is compiled or written.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import typing
 from pathlib import Path
 
-from dynamics import sweep
+from dynamics import config as configs
+from dynamics.sweep import parse_grid_option
 from dynamics.validation import ConfigError, require_choice
-from experiments import EXPERIMENTS, get, io
+from experiments import EXPERIMENTS, get, report, runner
+
+ENGINE_OPTIONS = {
+    "--preset": "named settings to start from (default quick)",
+    "--out": "output directory (default runs/EXPERIMENT, runs/EXPERIMENT-scan for scan)",
+    "--resume": "finish an interrupted run or scan in --out",
+    "--overwrite": "replace what --out holds (run does this by default)",
+    "--chunk-size": "runs per program call (default: as many as fit --max-memory)",
+    "--max-memory": "bytes per device for one chunk, e.g. 2GB (default: from the device)",
+    "--coordinator": "HOST:PORT of process 0 of a multi-process (jax.distributed) sweep",
+    "--num-processes": "processes of a multi-process sweep",
+    "--process-id": "this process's rank in a multi-process sweep",
+}
 
 
 def parse_overrides(config_type: type, tokens: list[str]) -> dict:
-    """``["--num-modes", "16", "--q=0.1,0.5"]`` -> ``{"num_modes": 16, "q": (0.1, 0.5)}``."""
-    hints = typing.get_type_hints(config_type)
-    fields = {f.name for f in dataclasses.fields(config_type)}
+    """``["--num-modes", "16", "--q=0.1,0.5", "--tau.num", "30"]`` -> ``{"num_modes": 16,
+    "q": (0.1, 0.5), "tau.num": 30}``, each value converted and checked for its type."""
     overrides, index = {}, 0
     while index < len(tokens):
         token = tokens[index]
         if not token.startswith("--"):
             raise ConfigError(f"arguments: expected --FIELD VALUE, got {token!r}")
-        name, _, value = token[2:].partition("=")
-        if not _:
+        name, has_value, value = token[2:].partition("=")
+        if not has_value:
             if index + 1 >= len(tokens):
-                raise ConfigError(f"{name}: missing value")
+                raise ConfigError(f"{name.replace('-', '_')}: missing value")
             value = tokens[index + 1]
             index += 1
         index += 1
-        field = name.replace("-", "_")
-        if field not in fields:
-            raise ConfigError(f"{field}: unknown field; allowed: {', '.join(sorted(fields))}")
-        overrides[field] = _convert(field, hints[field], value)
+        info = configs.field_info(config_type, name.replace("-", "_"))
+        overrides[info.path] = configs.parse(info, value)
     return overrides
 
 
-def _convert(field: str, kind, text: str):
-    if typing.get_origin(kind) is tuple:
-        item = typing.get_args(kind)[0]
-        parts = [part for part in text.split(",") if part.strip()]
-        if not parts:
-            raise ConfigError(f"{field}: needs at least one value")
-        return tuple(_convert(field, item, part.strip()) for part in parts)
-    try:
-        if kind is bool:
-            return {"true": True, "false": False}[text.lower()]
-        return kind(text)
-    except (ValueError, KeyError):
-        raise ConfigError(f"{field}: expected {getattr(kind, '__name__', kind)}, got {text!r}") from None
+def build_config(study, preset: str, tokens: list[str]):
+    """The preset with the command line's field overrides (checked when the sweep is planned)."""
+    config = study.PRESETS[require_choice("preset", preset, study.PRESETS)]
+    return configs.replace(config, parse_overrides(type(config), tokens))
 
 
-def build_config(experiment, preset: str, tokens: list[str]):
-    config = experiment.PRESETS[require_choice("preset", preset, experiment.PRESETS)]
-    config = dataclasses.replace(config, **parse_overrides(type(config), tokens))
-    return experiment.validate(config)
+def field_help(study) -> str:
+    """Every field of the study's config: name, type, default, allowed values and meaning."""
+    lines = [f"fields of {study.NAME} (defaults: preset quick; grid fields are swept by run):"]
+    quick = study.PRESETS["quick"]
+    for info in configs.fields(study.Config):
+        kind = getattr(info.item, "__name__", str(info.item)) + (",..." if info.is_tuple else "")
+        default = configs.get(quick, info.path)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        tags = [tag for tag, on in (("grid", info.grid), ("traced", info.traced)) if on]
+        lines.append(f"  --{info.path.replace('_', '-'):<28} {kind.upper():<10} default {shown or '(empty)'}; {configs.allowed(info)}" + (f" [{', '.join(tags)}]" if tags else ""))
+        lines.append(f"      {info.doc}")
+    return "\n".join(lines)
 
 
-def command_list(_args) -> int:
-    for name in EXPERIMENTS:
-        experiment = get(name)
-        headline = (experiment.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<20} {headline}  [presets: {', '.join(experiment.PRESETS)}]")
-    return 0
+def engine_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"diffdyn {command}", add_help=False, allow_abbrev=False)
+    parser.add_argument("experiment")
+    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--max-memory", default=None)
+    parser.add_argument("--coordinator", default=None)
+    parser.add_argument("--num-processes", type=int, default=1)
+    parser.add_argument("--process-id", type=int, default=0)
+    if command == "scan":
+        parser.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...")
+    return parser
 
 
-def command_run(args, tokens: list[str]) -> int:
-    experiment = get(args.experiment)
-    config = build_config(experiment, args.preset, tokens)
-    out = Path(args.out or Path("runs") / args.experiment)
-    print(f"running {args.experiment} (preset {args.preset}) -> {out}", file=sys.stderr)
-    with io.run_directory(out) as staging:
-        dataset = experiment.run(config)
-        summary = experiment.summary(dataset, config)
-        io.write_dataset(staging / "results.nc", dataset)
-        io.write_json(staging / "config.json", {"experiment": args.experiment, "preset": args.preset, **dataclasses.asdict(config)})
-        io.write_json(staging / "summary.json", summary)
-        io.write_text(staging / "summary.md", experiment.summary_markdown(summary))
-        for name, figure in experiment.plot(dataset, config).items():
-            io.save_figure(staging / f"{name}.png", figure)
-    print((out / "summary.md").read_text())
-    return 0
-
-
-def command_scan(args, tokens: list[str]) -> int:
-    """A grid x seeds sweep as one vmapped program per shape (:mod:`dynamics.sweep`)."""
-    experiment = get(args.experiment)
-    if not hasattr(experiment, "scan_workload"):
-        capable = [name for name in EXPERIMENTS if hasattr(get(name), "scan_workload")]
-        raise ConfigError(f"experiment: {args.experiment} cannot be scanned; scan-capable: {', '.join(capable)}")
+def command_sweep(command: str, argv: list[str]) -> int:
+    """``run`` and ``scan``: one code path (:func:`experiments.runner.execute`)."""
+    args, tokens = engine_parser(command).parse_known_args(argv)
+    study = get(args.experiment)
+    if args.help:
+        options = ENGINE_OPTIONS | ({"--grid FIELD=V1,V2": "sweep a field over these values (repeatable)"} if command == "scan" else {})
+        print(f"usage: diffdyn {command} {study.NAME} [options] [--FIELD VALUE ...]\n\n{(study.__doc__ or '').strip().splitlines()[0]}\n")
+        print("options:\n" + "\n".join(f"  {flag:<30} {text}" for flag, text in options.items()) + "\n")
+        print(field_help(study))
+        return 0
+    extra = dict(parse_grid_option(option) for option in getattr(args, "grid", []))
+    if command == "scan" and not extra:
+        raise ConfigError("grid: give at least one --grid FIELD=V1,V2,... (or use diffdyn run for the study's own grid)")
+    if len(extra) != len(getattr(args, "grid", [])):
+        raise ConfigError("grid: a field is given twice")
     if args.coordinator or args.num_processes > 1:
         import jax
 
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    config = build_config(experiment, args.preset, tokens)
-    grid = dict(sweep.parse_grid_option(option) for option in args.grid)
-    if len(grid) != len(args.grid):
-        raise ConfigError("grid: a field is given twice")
-    out = Path(args.out or Path("runs") / f"{args.experiment}-scan")
-    result = sweep.sweep(
-        experiment, config, grid, seeds=args.seeds, root_seed=getattr(config, "seed", 0), out=out,
-        chunk_size=args.chunk_size, max_memory=args.max_memory, resume=args.resume,
+    config = build_config(study, args.preset, tokens)
+    out = Path(args.out or Path("runs") / (study.NAME + ("-scan" if command == "scan" else "")))
+    result = runner.execute(
+        study, config, extra, out=out, preset=args.preset, resume=args.resume,
+        overwrite=args.overwrite or (command == "run" and not args.resume),
+        chunk_size=args.chunk_size, max_memory=args.max_memory,
     )
     if result.dataset is None:  # not process 0 of a multi-process sweep
         return 0
-    io.write_json(out / "config.json", {"experiment": args.experiment, "preset": args.preset, **dataclasses.asdict(config)})
-    io.write_json(out / "summary.json", result.summary)
-    io.write_text(out / "summary.md", sweep.summary_markdown(result.summary))
-    print(f"scanned {args.experiment} over {', '.join(grid)} x {args.seeds} seeds -> {out}", file=sys.stderr)
-    print(sweep.summary_markdown(result.summary))
-    if result.summary["diverged"]:
-        print(f"diffdyn: {result.summary['diverged']} of {result.summary['runs']} runs diverged (NaN/inf); masked in results.nc (variable diverged)", file=sys.stderr)
+    print(report.markdown(result.summary))
+    print(f"diffdyn {command} {study.NAME} (preset {args.preset}): results in {out}", file=sys.stderr)
+    warning = report.failure_line(result.summary["sweep"])
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 
-def command_report(args) -> int:
-    path = Path(args.dir) / "summary.md"
+def command_list() -> int:
+    for name in EXPERIMENTS:
+        study = get(name)
+        headline = (study.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<24} {headline}  [presets: {', '.join(study.PRESETS)}]")
+    return 0
+
+
+def command_report(directory: str) -> int:
+    path = Path(directory) / "summary.md"
     if not path.is_file():
-        raise ConfigError(f"dir: no summary.md in {args.dir}")
+        raise ConfigError(f"dir: no summary.md in {directory}")
     print(path.read_text())
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="diffdyn", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list experiments")
-    run = commands.add_parser("run", help="run an experiment; extra --FIELD VALUE override its config")
-    run.add_argument("experiment")
-    run.add_argument("--preset", default="quick")
-    run.add_argument("--out", default=None, help="output directory (default runs/EXPERIMENT)")
-    scan = commands.add_parser("scan", help="sweep a grid of config values x seeds in one vmapped program per shape")
-    scan.add_argument("experiment")
-    scan.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...", help="values of a numeric field (repeatable)")
-    scan.add_argument("--seeds", type=int, default=1, help="seeds per grid point (run key fold_in(key(seed), s))")
-    scan.add_argument("--preset", default="quick")
-    scan.add_argument("--out", default=None, help="output directory (default runs/EXPERIMENT-scan)")
-    scan.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
-    scan.add_argument("--chunk-size", type=int, default=None, help="runs per program call (default: fit --max-memory)")
-    scan.add_argument("--max-memory", default=None, help="bytes per device for one chunk, e.g. 2GB (default: from the device)")
-    scan.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 for a multi-process (jax.distributed) sweep")
-    scan.add_argument("--num-processes", type=int, default=1)
-    scan.add_argument("--process-id", type=int, default=0)
-    report = commands.add_parser("report", help="print the summary of a finished run")
-    report.add_argument("dir")
-    args, tokens = parser.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="diffdyn", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("command", choices=("list", "run", "scan", "report"))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
     try:
-        if args.command not in ("run", "scan") and tokens:
-            raise ConfigError(f"arguments: unexpected {' '.join(tokens)}")
-        if args.command == "list":
-            return command_list(args)
-        if args.command == "report":
-            return command_report(args)
-        if args.command == "scan":
-            return command_scan(args, tokens)
-        return command_run(args, tokens)
+        command, rest = argv[0], argv[1:]
+        require_choice("command", command, ("list", "run", "scan", "report"))
+        if command in ("run", "scan"):
+            return command_sweep(command, rest)
+        if command == "list":
+            if rest:
+                raise ConfigError(f"arguments: unexpected {' '.join(rest)}")
+            return command_list()
+        if len(rest) != 1:
+            raise ConfigError("dir: diffdyn report takes one run directory")
+        return command_report(rest[0])
     except ConfigError as error:
         print(f"diffdyn: error: {error}", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from dynamics.status import Solved, from_diffrax
+
 from . import linear
 from .linear import QUADRATURE_NODES, SIGMA_MAX, SIGMA_MIN
 
@@ -137,7 +139,8 @@ def balanced_weights(
     eta: Float[ArrayLike, ""] = 1.0,
     rtol: float = 1e-9,
     atol: float = 1e-12,
-) -> Float[Array, "t *b"]:
+    max_steps: int = 1_000_000,
+) -> Solved:
     """Per-mode product weight of a depth-``L`` balanced aligned denoiser ``W_L ... W_1``.
 
     Every layer starts at ``q^(1/L)`` on the mode and the layers stay equal, so the product
@@ -145,7 +148,9 @@ def balanced_weights(
     (summed un-halved loss, ``tau`` = learning rate x steps). Depth 2 is the logistic closed form
     of :func:`weights` with ``symmetric=False``; other depths have none (THEORY.md 3), so this
     integrates the scalar ODE of every mode with diffrax (Tsit5, adaptive; all modes in one
-    state) and saves at the increasing times ``taus`` (leading axis of the result).
+    state) and saves at the increasing times ``taus`` (leading axis of the result). Returns
+    ``Solved(weights[t, *b], status)``: past ``max_steps`` steps the solve stops with a status
+    instead of raising (:mod:`dynamics.status`).
     """
     lam, q, sigma = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=float) for x in (lam, q, sigma)))
     power = 2.0 * (depth - 1) / depth
@@ -163,9 +168,10 @@ def balanced_weights(
         y0=q,
         saveat=diffrax.SaveAt(ts=jnp.asarray(taus)),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=1_000_000,
+        max_steps=max_steps,
+        throw=False,
     )
-    return solution.ys
+    return Solved(solution.ys, from_diffrax(solution.result))
 
 
 def balanced_generated_variance(
@@ -178,11 +184,13 @@ def balanced_generated_variance(
     sigma_min: float = SIGMA_MIN,
     sigma_max: float = SIGMA_MAX,
     num_nodes: int = QUADRATURE_NODES,
-) -> Float[Array, "t m"]:
-    """Generated variance ``(tau, mode)`` of the depth-``L`` balanced aligned denoiser: the
+    max_steps: int = 1_000_000,
+) -> Solved:
+    """Generated variance ``(tau, mode)`` of the depth-``L`` balanced aligned denoiser (with the
+    solver status of :func:`balanced_weights`): the
     weights of :func:`balanced_weights` at the Gauss-Legendre nodes in ``ln sigma``
     (all nodes and modes in one ODE state), integrated as in
     :func:`.linear.generated_variance_quadrature`."""
     sigmas, node_weights = linear.log_sigma_nodes(sigma_min=sigma_min, sigma_max=sigma_max, num_nodes=num_nodes)
-    table = balanced_weights(jnp.asarray(lam)[None, :], q, taus, sigmas[:, None], depth=depth, eta=eta)
-    return linear.generated_variance_from_nodes(jnp.swapaxes(table, 0, 1), node_weights, sigma_max)
+    table, status = balanced_weights(jnp.asarray(lam)[None, :], q, taus, sigmas[:, None], depth=depth, eta=eta, max_steps=max_steps)
+    return Solved(linear.generated_variance_from_nodes(jnp.swapaxes(table, 0, 1), node_weights, sigma_max), status)

@@ -44,18 +44,40 @@ Role of Implicit Dynamical Regularization in Training", arXiv 2505.17638.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from dynamics.schedules import vp_noise_variance, vp_signal_scale
-from models.denoisers.random_features import activation_function, marginal_variance
+from dynamics.validation import require_choice
 
 HERMITE_NODES = 64
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "erf": jsp.erf,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda z: z,
+}
+"""Elementwise activations ``g`` of the random features, by name; ``tanh`` is [BUBM]'s."""
+
+
+def activation_function(name: str) -> Callable[[Array], Array]:
+    """The activation called ``name`` (a :class:`~dynamics.validation.ConfigError` otherwise)."""
+    return ACTIVATIONS[require_choice("activation", name, ACTIVATIONS)]
+
+
+def marginal_variance(t: ArrayLike, data_std: ArrayLike = 1.0) -> Float[Array, "..."]:
+    """``Gamma_t^2 = e^-2t sx^2 + Delta_t``: the variance of ``x_t`` per coordinate for data
+    ``x0 ~ N(0, sx^2 I)``; the exact score is ``-x / Gamma_t^2``."""
+    return jnp.square(vp_signal_scale(t) * data_std) + vp_noise_variance(t)
 
 
 class EquivalenceConstants(NamedTuple):

@@ -144,7 +144,7 @@ def test_heun_converges_to_adaptive_diffrax_at_second_order():
 
     denoise = lambda x, sigma: edm.precondition(network)(None, x, sigma)
     x_T = 80.0 * jax.random.normal(jax.random.key(0), (4,))
-    reference = pf_ode_sample(denoise, x_T, rtol=1e-11, atol=1e-11)
+    reference = pf_ode_sample(denoise, x_T, rtol=1e-11, atol=1e-11).value
     exact = x_T * jnp.sqrt((lam + 0.002**2) / (lam + 80.0**2))
     np.testing.assert_allclose(reference, exact, rtol=1e-8)
     steps = np.array([16, 32, 64, 128])

@@ -271,7 +271,7 @@ def test_gradient_through_training_and_pf_ode_matches_finite_differences():
         lam, lr = x[:dim], x[dim]
         trajectory = train(jax.random.key(0), {"lam": lam, "learning_rate": lr, "sigma": nodes})
         final = jax.tree.map(lambda leaf: leaf[:, -1], trajectory.params)
-        x_0 = pf_ode_sample(grid_denoiser(model.apply, final, nodes), x_T, rtol=1e-12, atol=1e-14)
+        x_0 = pf_ode_sample(grid_denoiser(model.apply, final, nodes), x_T, rtol=1e-12, atol=1e-14).value
         return jnp.sum(jnp.log(jnp.square(basis.T @ x_0)))  # = sum_k ln lam~_k, see above
 
     value_and_grad = jax.jit(jax.value_and_grad(objective))  # one compilation, reused for FD
@@ -313,7 +313,7 @@ def test_closed_form_and_simulated_derivatives_agree():
             matrix, offset = model.affine(interpolate_log_sigma(grid, nodes, sigma))
             return basis.T @ matrix @ basis, basis.T @ offset
 
-        return jnp.diagonal(generated_covariance(affine, dim, rtol=1e-12, atol=1e-14))
+        return jnp.diagonal(generated_covariance(affine, dim, rtol=1e-12, atol=1e-14).value)
 
     def closed(x):
         return linear.generated_variance(x[:dim], q, x[dim])

@@ -69,7 +69,7 @@ def affine_denoiser(rotation, q, tau, mean):
 
 @jax.jit
 def sample_batch(denoise, x_T):
-    return jax.vmap(lambda x: pf_ode_sample(denoise, x, **TIGHT))(x_T)
+    return jax.vmap(lambda x: pf_ode_sample(denoise, x, **TIGHT).value)(x_T)
 
 
 def exact_map(rotation):
@@ -94,7 +94,8 @@ def test_pf_ode_trajectory_matches_exact_per_sigma(rotation):
     denoise = linear_denoiser(rotation, 0.1, np.inf)
     x_T = SIGMA_MAX * np.random.default_rng(2).normal(size=DIM)
     sigmas = np.array([SIGMA_MAX, 10.0, 1.0, 0.1, SIGMA_MIN])
-    path = pf_ode_trajectory(denoise, x_T, sigmas, **TIGHT)
+    path, status = pf_ode_trajectory(denoise, x_T, sigmas, **TIGHT)
+    assert status == 0
     gain = np.sqrt(
         (EIGENVALUES[None, :] + sigmas[:, None] ** 2) / (EIGENVALUES[None, :] + SIGMA_MAX**2)
     )
@@ -107,7 +108,7 @@ def test_pf_ode_sample_is_differentiable():
     x_T = np.array([3.0])
 
     def final(lam):
-        return pf_ode_sample(lambda x, s: lam / (lam + s**2) * x, x_T, **TIGHT)[0]
+        return pf_ode_sample(lambda x, s: lam / (lam + s**2) * x, x_T, **TIGHT).value[0]
 
     lam = 0.7
     value, grad = jax.jit(jax.value_and_grad(final))(lam)
@@ -121,9 +122,10 @@ def test_pf_ode_sample_is_differentiable():
 def test_affine_moment_flow_optimal_denoiser(rotation):
     mu = np.array([1.0, -2.0, 0.5, 3.0, -1.0])
     affine = affine_denoiser(rotation, 0.1, np.inf, mu)
-    mean, cov = affine_moment_flow(
+    (mean, cov), status = affine_moment_flow(
         affine, np.zeros(DIM), SIGMA_MAX**2 * np.eye(DIM), **MOMENT_TOL
     )
+    assert status == 0
     gain = exact_map(rotation)
     expected_cov = SIGMA_MAX**2 * gain @ gain.T
     np.testing.assert_allclose(
@@ -141,7 +143,7 @@ def test_generated_covariance_matches_sampled_covariance(rotation):
     tau = 0.5
     cov = generated_covariance(
         affine_denoiser(rotation, 0.1, tau, np.zeros(DIM)), DIM, **MOMENT_TOL
-    )
+    ).value
     x_T = noise_at_sigma_max(4)
     samples = sample_batch(linear_denoiser(rotation, 0.1, tau), x_T)
     predicted = np.diagonal(rotation.T @ cov @ rotation)
@@ -166,7 +168,7 @@ def two_point_denoiser(x, sigma):
 def test_heun_second_order_convergence():
     x_T = SIGMA_MAX * np.array([[0.3], [-1.1], [0.7], [2.0], [-0.05]])
     reference = jax.jit(
-        jax.vmap(lambda x: pf_ode_sample(two_point_denoiser, x, rtol=1e-11, atol=1e-12))
+        jax.vmap(lambda x: pf_ode_sample(two_point_denoiser, x, rtol=1e-11, atol=1e-12).value)
     )(x_T)
     steps = [16, 32, 64, 128]
     errors = []
@@ -248,11 +250,11 @@ def test_grid_denoiser_sampling_matches_exact_and_reuses_compilation():
     sigma_grid = np.geomspace(SIGMA_MIN, SIGMA_MAX, 2001)
     params = {"w": (lam / (lam + np.square(sigma_grid)))[:, None, None]}
     x_T = np.array([SIGMA_MAX])
-    sample = pf_ode_sample(grid_denoiser(counting_apply, params, sigma_grid), x_T)
+    sample = pf_ode_sample(grid_denoiser(counting_apply, params, sigma_grid), x_T).value
     exact = SIGMA_MAX * np.sqrt((lam + SIGMA_MIN**2) / (lam + SIGMA_MAX**2))
     np.testing.assert_allclose(sample, exact, rtol=1e-4)  # interpolation error ~ (grid step)^2
     num_traces = len(TRACES)
     assert num_traces > 0
-    halved = pf_ode_sample(grid_denoiser(counting_apply, {"w": params["w"] / 2}, sigma_grid), x_T)
+    halved = pf_ode_sample(grid_denoiser(counting_apply, {"w": params["w"] / 2}, sigma_grid), x_T).value
     assert len(TRACES) == num_traces
     assert not np.allclose(halved, sample)

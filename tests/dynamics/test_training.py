@@ -98,7 +98,9 @@ def test_quadratic_flow_matches_closed_form_and_diffrax():
     exact = jax.vmap(quadratic_gradient_flow(loss, model.init(None, q)))(taus)["W"]
     theory = linear.weights(LAM[None, :], q, taus[:, None], sigma)
     np.testing.assert_allclose(mode_weights(exact), theory, rtol=1e-11, atol=1e-13)
-    numerical = gradient_flow(loss, model.init(None, q), taus, rtol=1e-10, atol=1e-12)["W"]
+    numerical, status = gradient_flow(loss, model.init(None, q), taus, rtol=1e-10, atol=1e-12)
+    numerical = numerical["W"]
+    assert status == 0
     np.testing.assert_allclose(numerical, exact, atol=1e-8)
 
 
@@ -113,7 +115,7 @@ def test_quadratic_gradient_descent_matches_gd_closed_form():
 def test_gradient_flow_of_two_layer_matches_logistic_closed_form():
     model, sigma, q = SymmetricTwoLayer(DIM), 0.3, 0.2
     taus = jnp.geomspace(1e-3, 5.0, 8)
-    params = gradient_flow(population(model, sigma), model.init(None, q), taus, rtol=1e-10, atol=1e-12)
+    params = gradient_flow(population(model, sigma), model.init(None, q), taus, rtol=1e-10, atol=1e-12).value
     product = jnp.einsum("tij,tkj->tik", params["P"], params["P"])
     expected = deep_linear.weights(LAM[None, :], q, taus[:, None], sigma)
     np.testing.assert_allclose(mode_weights(product), expected, atol=1e-8)

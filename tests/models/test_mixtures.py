@@ -74,7 +74,8 @@ def test_pf_ode_with_the_exact_denoiser_maps_gaussians_exactly():
     # One Gaussian class N(mu, s^2 I): the exact flow is x(sigma) = mu + sqrt((s^2+sigma^2)/(s^2+T^2)) (x_T - mu).
     one = mixtures.gaussian_mixture([1.0], [[1.0, -2.0]], [0.25])
     key = jax.random.key(3)
-    samples = mixtures.sample_pf_ode(key, one, 4, rtol=1e-8, atol=1e-8)
+    samples, status = mixtures.sample_pf_ode(key, one, 4, rtol=1e-8, atol=1e-8)
+    assert not status.any()
     x_T, _ = mixtures.sample(key, mixtures.noised_at_sigma(one, 80.0), 4)
     scale = np.sqrt((0.25 + 0.002**2) / (0.25 + 80.0**2))
     np.testing.assert_allclose(samples, np.array([1.0, -2.0]) + scale * (np.asarray(x_T) - np.array([1.0, -2.0])), rtol=1e-5, atol=1e-6)
@@ -83,7 +84,7 @@ def test_pf_ode_with_the_exact_denoiser_maps_gaussians_exactly():
 @pytest.mark.slow
 def test_pf_ode_samples_of_a_bimodal_mixture_have_its_class_weights():
     bimodal = mixtures.two_class_mixture(2, 0.8, 2.0)
-    samples = mixtures.sample_pf_ode(jax.random.key(4), bimodal, 400, rtol=1e-5, atol=1e-5)
+    samples = mixtures.sample_pf_ode(jax.random.key(4), bimodal, 400, rtol=1e-5, atol=1e-5).value
     share = float(np.mean(np.asarray(samples)[:, 0] > 0))
     assert abs(share - 0.8) < 4 * np.sqrt(0.16 / 400)
     np.testing.assert_allclose(np.abs(np.asarray(samples)[:, 0]).mean(), 2.0 * np.sqrt(2), atol=0.15)

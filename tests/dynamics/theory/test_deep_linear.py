@@ -117,10 +117,10 @@ def test_balanced_depth_two_numerical_flow_equals_closed_form():
     lam = jnp.array([0.01, 0.3, 3.0, 30.0])
     taus = jnp.geomspace(1e-3, 1e2, 9)
     sigma = jnp.array([0.1, 1.0, 10.0])
-    numerical = deep_linear.balanced_weights(lam[None, :], 0.1, taus, sigma[:, None], depth=2)
+    numerical = deep_linear.balanced_weights(lam[None, :], 0.1, taus, sigma[:, None], depth=2).value
     closed = deep_linear.weights(lam[None, None, :], 0.1, taus[:, None, None], sigma[None, :, None], symmetric=False)
     np.testing.assert_allclose(numerical, closed, atol=1e-8)
-    variance = deep_linear.balanced_generated_variance(lam, 0.1, taus, depth=2)
+    variance = deep_linear.balanced_generated_variance(lam, 0.1, taus, depth=2).value
     expected = deep_linear.generated_variance(lam[None, :], 0.1, taus[:, None], symmetric=False)
     np.testing.assert_allclose(variance, expected, rtol=1e-7)
 
@@ -130,7 +130,7 @@ def test_balanced_depth_three_is_slower_from_small_init_and_reaches_the_optimum(
     converges to w* = lam / (lam + sigma^2)."""
     lam, sigma = jnp.array([1.0]), 0.5
     taus = jnp.array([1.0, 200.0])
-    deep = deep_linear.balanced_weights(lam, 0.01, taus, sigma, depth=3)
-    shallow = deep_linear.balanced_weights(lam, 0.01, taus, sigma, depth=2)
+    deep = deep_linear.balanced_weights(lam, 0.01, taus, sigma, depth=3).value
+    shallow = deep_linear.balanced_weights(lam, 0.01, taus, sigma, depth=2).value
     assert float(deep[0, 0]) < float(shallow[0, 0])
     np.testing.assert_allclose(deep[-1], lam / (lam + sigma**2), rtol=1e-8)
