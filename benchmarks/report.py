@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jax
+
+from experiments.report import replace_section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -80,15 +81,4 @@ def run_blocking(function: Callable[..., object], *args) -> object:
 
 def write_section(name: str, markdown: str, path: Path = RESULTS) -> None:
     """Replace (or append) the section ``name`` of ``path`` with ``markdown``, atomically."""
-    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
-    block = f"{begin}\n{markdown.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".RESULTS.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    replace_section(path, name, markdown, title="Benchmark results")

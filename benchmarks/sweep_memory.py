@@ -1,4 +1,4 @@
-"""Memory and speed of ``dynamics.sweep`` vs its chunk size (issue 3, benchmark (d)).
+"""Memory and speed of ``dynamics.sweep`` vs its chunk size.
 
 One sweep of the spectral-bias study (one-layer family, exact flow and exact PF-ODE covariance,
 16 (quick) or 64 grid points of learning rate x init scale) is run at several chunk sizes, each
@@ -26,16 +26,17 @@ CHILD = """
 import dataclasses, json, sys, time
 import jax, numpy as np
 from dynamics import sweep
-from experiments import spectral_bias
+from dynamics.sweep import execute
+from experiments import runner, spectral_bias
 chunk, runs, modes = (int(v) for v in sys.argv[1:4])
 config = dataclasses.replace(
-    spectral_bias.PRESETS["quick"], families=("one_layer",), num_modes=modes, num_samples=0, q=(0.1,)
+    spectral_bias.PRESETS["quick"], family=("one_layer",), num_modes=modes, num_samples=0, q=(0.1, 0.5), seeds=1
 )
-grid = {"eta": list(np.geomspace(0.5, 2.0, runs // 2)), "q": [0.1, 0.5]}
+extra = {"eta": list(np.geomspace(0.5, 2.0, runs // 2))}
 with jax.enable_x64(True):
-    group = sweep.plan_groups(spectral_bias, config, sweep.resolve_grid(spectral_bias, config, grid), 1)[0]
+    group = sweep.plan(spectral_bias, config, extra).groups[0]
     start = time.perf_counter()
-    compiled = sweep._compiled(spectral_bias, group, tuple(jax.local_devices()), chunk)
+    compiled = execute.group_program(spectral_bias, group, tuple(jax.local_devices()), chunk)
     compile_s = time.perf_counter() - start
 
 def status_kib(field):
@@ -44,12 +45,12 @@ def status_kib(field):
 
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
 before = status_kib("VmRSS")
-result = sweep.sweep(spectral_bias, config, grid, chunk_size=chunk, progress=False)
+result = runner.execute(spectral_bias, config, extra, chunk_size=chunk, progress=False)
 after = status_kib("VmHWM")
 print(json.dumps({
-    "chunk": chunk, "runs": runs, "compiled_mib": sweep.compiled_bytes(compiled) / 2**20,
+    "chunk": chunk, "runs": runs, "compiled_mib": execute.compiled_bytes(compiled) / 2**20,
     "peak_rss_mib": (after - before) / 1024, "compile_s": compile_s,
-    "run_s": result.summary["seconds"], "compiles_in_sweep": result.summary["compiles"],
+    "run_s": result.summary["sweep"]["seconds"], "compiles_in_sweep": result.summary["sweep"]["compiles"],
 }))
 """
 

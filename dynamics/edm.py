@@ -1,7 +1,7 @@
 """The EDM training recipe for nonlinear denoisers (Karras et al. 2022; [WP] sec. 6, app. I).
 
-THEORY.md section 6. A raw network ``F(params, x_in, c_noise)`` (ONE sample, any shape) becomes
-the denoiser
+docs/theory.md section 6. A raw network ``F(params, x_in, c_noise)`` (ONE sample, any shape)
+becomes the denoiser
 
     ``D(params, x, sigma) = c_skip(sigma) x + c_out(sigma) F(params, c_in(sigma) x, c_noise(sigma))``
 
@@ -12,14 +12,19 @@ EDM table 1). Training noise levels are log-normal, ``ln sigma ~ N(P_mean, P_std
 ``lambda(sigma) = (s^2 + sd^2) / (s sd)^2 = 1 / c_out^2`` (so the effective target of ``F`` has
 unit weight at every sigma).
 
-Loss convention (differs from the linear studies, THEORY.md 1): the squared error is AVERAGED over
-the elements of a sample and over the minibatch, weighted by ``lambda(sigma)``; minibatches are
-drawn with replacement from a fixed training array, with fresh noise and fresh sigmas at every step.
+Loss convention (differs from the linear studies, docs/theory.md section 1): the squared error is
+AVERAGED over the elements of a sample and over the minibatch, weighted by ``lambda(sigma)``;
+minibatches are drawn with replacement from a fixed training array, with fresh noise and fresh
+sigmas at every step.
 :func:`make_loss` returns ``loss(params, key, hparams)``, the signature of
 :func:`dynamics.training.make_train`, so several seeds / learning rates train at once under
 ``jax.vmap`` with parameter checkpoints recorded inside the compiled loop. Training time for
 these runs is counted in optimizer steps (Adam, ``optimizer="adam"``); the linear theory's
 ``tau = learning rate x steps`` is a convention for laying it beside them, not an identity.
+
+Sampling (:func:`generate`): ONE sample of a trained ``D(params, x, sigma)`` from ``x_T`` at
+``sigma_max``, by EDM's deterministic Heun sampler on the Karras grid (Alg. 1, ``S_churn = 0``) or
+by the adaptive diffrax probability-flow ODE (:func:`dynamics.sampling.pf_ode_sample`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from dynamics.sampling import heun_sample, pf_ode_sample
+from dynamics.schedules import SIGMA_MAX, SIGMA_MIN, karras_sigmas
+from dynamics.status import OK, Solved
 
 SIGMA_DATA = 0.5
 P_MEAN = -1.2
@@ -49,7 +58,7 @@ class Preconditioning(NamedTuple):
 
 
 def preconditioning(sigma: Float[Array, ""], sigma_data: float = SIGMA_DATA) -> Preconditioning:
-    """``(c_skip, c_out, c_in, c_noise)`` at noise level ``sigma`` (THEORY.md 6)."""
+    """``(c_skip, c_out, c_in, c_noise)`` at noise level ``sigma`` (docs/theory.md section 6)."""
     sigma = jnp.asarray(sigma)
     total = jnp.square(sigma) + sigma_data**2
     return Preconditioning(
@@ -144,3 +153,27 @@ def make_loss(
         )
 
     return loss
+
+
+def generate(
+    denoise: ParamDenoiser,
+    params: PyTree,
+    x_T: Float[Array, "*shape"],
+    *,
+    heun_steps: int | None = 20,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rtol: float = 1e-4,
+    max_steps: int = 4096,
+) -> Solved:
+    """ONE sample of the denoiser ``denoise(params, x, sigma)`` from ``x_T`` (the state at
+    ``sigma_max``, e.g. ``sigma_max z``): Heun on the Karras grid of ``heun_steps`` levels from
+    ``sigma_max`` to ``sigma_min`` and a final Euler step to 0 (:func:`dynamics.sampling.heun_sample`,
+    ``2 heun_steps - 1`` denoiser calls; status always ok), or, with ``heun_steps=None``, the
+    adaptive diffrax PF-ODE down to ``sigma_min`` (``rtol = atol``, at most ``max_steps`` steps;
+    its status says whether it got there). Returns ``Solved(sample, status)``."""
+    sample_denoise = lambda x, sigma: denoise(params, x, sigma)
+    if heun_steps is None:
+        return pf_ode_sample(sample_denoise, x_T, sigma_max=sigma_max, sigma_min=sigma_min, rtol=rtol, atol=rtol, max_steps=max_steps)
+    sigmas = karras_sigmas(heun_steps, sigma_min, sigma_max).astype(x_T.dtype)
+    return Solved(heun_sample(sample_denoise, x_T, sigmas), jnp.int32(OK))

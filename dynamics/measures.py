@@ -162,6 +162,15 @@ def emergence_times(
     return tau_star.reshape(goals.shape), rising.reshape(goals.shape)
 
 
+def soft_emergence_times(
+    taus: Float[Array, " t"], variance: Float[Array, "t k"], target: Float[Array, " k"], *, criterion: str = "geometric", temperature: float = 0.05
+) -> Float[Array, " k"]:
+    """:func:`soft_emergence_time` of every mode of the curves ``variance[tau, mode]`` towards
+    ``target[mode]`` (differentiable; see there)."""
+    soft = lambda curve, goal: soft_emergence_time(taus, curve, goal, criterion=criterion, temperature=temperature)[0]
+    return jax.vmap(soft, in_axes=(1, 0))(variance, target)
+
+
 def _ols_log_log(lam: np.ndarray, tau_star: np.ndarray) -> dict[str, float]:
     """OLS of ``log tau*`` on ``log lam``: ``alpha = -slope``, intercept, ``r2`` (NaN, < 2 modes)."""
     n_modes = lam.size
@@ -224,14 +233,20 @@ def fit_power_laws(lam, tau_star, initial, rising, *, over: str = "source") -> d
     """:func:`fit_power_law` for every entry of the dim ``over`` (e.g. ``source``: theory vs
     simulation) of labelled arrays (``xarray.DataArray``): every other dim (modes, seeds, ...) is
     pooled into one fit. ``lam``, ``initial`` and ``rising`` broadcast against ``tau_star``."""
-    import xarray as xr
-
     fits = {}
     for label in tau_star[over].values:
         times = tau_star.sel({over: label})
-        pick = lambda array: xr.broadcast(array.sel({over: label}) if over in array.dims else array, times)[0].transpose(*times.dims).values.ravel()
-        fits[str(label)] = fit_power_law(pick(lam), times.values.ravel(), pick(initial), pick(rising))
+        flat = [_flat_like(array, over, label, times) for array in (lam, initial, rising)]
+        fits[str(label)] = fit_power_law(flat[0], times.values.ravel(), flat[1], flat[2])
     return fits
+
+
+def _flat_like(array, over: str, label, like) -> np.ndarray:
+    """``array`` at ``over = label`` (if it has that dim), broadcast to ``like`` and flattened."""
+    import xarray as xr
+
+    chosen = array.sel({over: label}) if over in array.dims else array
+    return xr.broadcast(chosen, like)[0].transpose(*like.dims).values.ravel()
 
 
 @jax.jit
@@ -336,7 +351,7 @@ def memorization_fraction(samples: Float[Array, "m d"], train: Float[Array, "n d
     """Fraction of ``samples`` that are copies of a training point: nearest-neighbour distance
     ratio (:func:`nearest_neighbour_ratios`) below ``threshold`` (1/3, [BUBM] sec. 2)."""
     ratios, _ = nearest_neighbour_ratios(samples, train)
-    return jnp.mean(ratios < threshold)
+    return jnp.mean((ratios < threshold).astype(samples.dtype))
 
 
 @partial(jax.jit, static_argnames="num_classes")

@@ -355,3 +355,19 @@ def train_per_sigma(
 
     by_node, statuses = jax.vmap(at_node)(nodes, etas)
     return Solved(jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), by_node), worst(statuses))
+
+
+def minimize(objective: Callable[[PyTree], Float[Array, ""]], start: PyTree, *, learning_rate: float, num_steps: int) -> tuple[PyTree, Float[Array, " k"]]:
+    """Adam on ``objective`` from ``start`` with a cosine-decayed step (from ``learning_rate`` to
+    1% of it over ``num_steps``), one ``lax.scan``: the final parameters and the objective's
+    history (``num_steps + 1`` values). For inverse design through differentiable dynamics."""
+    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, max(num_steps, 1), alpha=0.01))
+
+    def step(carry, _):
+        params, state = carry
+        value, grad = jax.value_and_grad(objective)(params)
+        updates, state = optimizer.update(grad, state, params)
+        return (optax.apply_updates(params, updates), state), value
+
+    (params, _), history = jax.lax.scan(step, (start, optimizer.init(start)), length=num_steps)
+    return params, jnp.append(history, objective(params))

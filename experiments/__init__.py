@@ -11,17 +11,34 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import ModuleType
 
-# jaxlib < 0.11.2 on CPU: a batched LAPACK call (eigh, cholesky, LU, ...) running on a worker of
-# XLA's intra-op pool schedules its chunks to the same pool and blocks, so as many concurrent
-# calls as the pool has threads wedge a program forever (seen here: a sweep idle in
-# BlockUntilReady with both workers in jax::ParallelBatchMap). A one-thread pool makes every
-# call run inline; the engine's parallelism (one program per device) is unaffected. Set before
-# jax starts its CPU backend; an explicit PJRT_NPROC wins.
-os.environ.setdefault("PJRT_NPROC", "1")
+import jaxlib.version
+from jax._src import xla_bridge
 
 from dynamics.validation import require_choice
+
+
+def _one_thread_cpu_pool() -> None:
+    """jaxlib < 0.11.2 on CPU: a batched LAPACK call (eigh, cholesky, LU, ...) on a worker of
+    XLA's intra-op pool schedules its chunks to the same pool and blocks, so as many concurrent
+    calls as the pool has threads wedge a program forever (seen here: a sweep idle in
+    BlockUntilReady with both workers in jax::ParallelBatchMap). A one-thread pool runs every call
+    inline; the engine's parallelism (one program per device) is unaffected. It takes effect only
+    if set before jax starts its CPU backend (warned otherwise); an explicit PJRT_NPROC wins."""
+    if "PJRT_NPROC" in os.environ or jaxlib.version.__version_info__ >= (0, 11, 2):
+        return
+    if getattr(xla_bridge, "backends_are_initialized", lambda: False)():
+        warnings.warn(
+            "diffdyn: jax's CPU backend started before PJRT_NPROC=1 was set; batched linear algebra in a sweep can "
+            "deadlock with jaxlib < 0.11.2. Import diffdyn's experiments before using jax, or set PJRT_NPROC=1.",
+            stacklevel=3,
+        )
+    os.environ["PJRT_NPROC"] = "1"
+
+
+_one_thread_cpu_pool()
 
 EXPERIMENTS: dict[str, str] = {
     "spectral-bias": "experiments.spectral_bias",

@@ -4,7 +4,7 @@
     diffdyn run EXPERIMENT [--preset quick|paper|...] [--out DIR] [--FIELD VALUE ...]
     diffdyn scan EXPERIMENT --grid FIELD=V1,V2,... [--grid ...] [--FIELD VALUE ...]
     diffdyn run EXPERIMENT --help        (every field: type, default, allowed values, meaning)
-    diffdyn report DIR
+    diffdyn report DIR [--docs docs/studies]   (print a run's summary, write its results page)
 
 ``run`` sweeps the study's own grid fields x ``--seeds``; ``scan`` sweeps more fields on top,
 through the same engine (chunks, devices, ``--resume``, failure masks). Fields of nested
@@ -15,6 +15,7 @@ exits with status 2 before anything is compiled or written.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -138,11 +139,19 @@ def command_list() -> int:
     return 0
 
 
-def command_report(directory: str) -> int:
-    path = Path(directory) / "summary.md"
+def command_report(argv: list[str]) -> int:
+    """``diffdyn report DIR [--docs docs/studies]``: print a run's summary and write its results
+    page ``docs/studies/<study>.md`` (the generated section; hand-written text is kept)."""
+    parser = argparse.ArgumentParser(prog="diffdyn report", allow_abbrev=False)
+    parser.add_argument("dir")
+    parser.add_argument("--docs", default="docs/studies", help="folder of the study pages (default docs/studies)")
+    args = parser.parse_args(argv)
+    path = Path(args.dir) / "summary.json"
     if not path.is_file():
-        raise ConfigError(f"dir: no summary.md in {directory}")
-    print(path.read_text())
+        raise ConfigError(f"dir: no summary.json in {args.dir} (a diffdyn run or scan directory)")
+    print((Path(args.dir) / "summary.md").read_text())
+    page = report.study_page(Path(args.dir), Path(args.docs), get(json.loads(path.read_text())["experiment"]))
+    print(f"diffdyn report: wrote {page}", file=sys.stderr)
     return 0
 
 
@@ -162,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 raise ConfigError(f"arguments: unexpected {' '.join(rest)}")
             return command_list()
-        if len(rest) != 1:
-            raise ConfigError("dir: diffdyn report takes one run directory")
-        return command_report(rest[0])
+        return command_report(rest)
     except ConfigError as error:
         print(f"diffdyn: error: {error}", file=sys.stderr)
         return 2

@@ -1,436 +1,369 @@
-"""Inverse design through the differentiable simulator (one-layer linear denoiser, [WP] sec. 3-4).
+"""Inverse design: gradient descent (optax Adam) through the differentiable simulator's closed forms.
 
-Gradient descent (optax Adam) through the closed-form learning dynamics and the probability-flow
-ODE map, on smooth emergence times (:func:`dynamics.measures.soft_emergence_time`):
+ONE run (``point``) is one design task and one seed; each task is its own program and has its
+own outputs (``objective``, the Adam loss history, is every task's):
 
-* ``spectrum``: find data variances ``lambda_k`` that make mode ``k`` emerge at a chosen time
-  ``target_times[k]`` (parameters: ``log lambda``).
-* ``flatten``: find a per-noise-level learning-rate profile ``eta(sigma)`` (equivalently a
-  per-sigma loss weighting; piecewise linear in ``log sigma`` through ``num_profile_nodes``
-  knots) that flattens the spectral law, i.e. makes all modes emerge within a factor 2 of each
-  other, keeping the geometric-mean emergence time of the constant profile. The generated
-  variance with a sigma-dependent rate is integrated by Gauss-Legendre quadrature in ``log sigma``.
-* ``class-reweighting`` (issue 6 c): per-class loss weights ``w_c`` for the random-features score
-  model on an imbalanced two-class mixture (:mod:`experiments.class_imbalance`, a reconstruction
-  of [N] on [BUBM], THEORY.md 8) that make both classes generalize at the same time: gradient
-  descent on ``(ln tau_gen,1 - ln tau_gen,0)^2`` in ``ln(w_1/w_0)`` through the closed-form
-  gradient flow (``eigh`` of the weighted feature covariance) and the per-class test losses.
+* ``spectrum`` ([WP] sec. 3-4, docs/theory.md section 2): data variances ``lambda_k`` (parameters
+  ``ln lambda``) that make mode ``k`` of the one-layer linear denoiser emerge at ``target_times[k]``;
+  objective: mean squared ``ln`` ratio of smooth emergence times
+  (:func:`dynamics.measures.soft_emergence_time` of the closed-form generated variance) to targets.
+* ``flatten``: a per-noise-level learning rate ``eta(sigma)`` (a per-sigma loss weight; piecewise
+  linear in ``ln sigma`` through ``num_profile_nodes`` knots) that makes every mode emerge at the
+  same time: objective the variance of ``ln tau*`` across modes plus a pin of their mean to the
+  constant profile's. The generated variance with a sigma-dependent rate is the Gauss-Legendre
+  quadrature in ``ln sigma`` of the closed-form weights.
+* ``class-reweighting`` (docs/theory.md sections 7-8, a reconstruction of [N] on [BUBM]): class
+  loss weights ``w = (1, w_1)`` of the random-features score on an imbalanced two-class mixture
+  (:mod:`models.classes`) that make both classes generalize together: objective
+  ``(ln tau_gen,1 - ln tau_gen,0)^2`` in ``ln w_1`` through the closed-form flow.
 
-Every optimum of the linear tasks is verified by re-simulating: per-sigma denoisers trained by exact gradient flow
-(with the designed spectrum or per-node learning rates), sampled through the PF-ODE by exact
-covariance propagation, and the hard emergence times measured on the result. The class weights
-are verified on test statistics of fresh class points (a new draw, not the one optimized on).
-Conventions: EDM sigma time; summed un-halved loss; ``tau = learning rate x steps``.
+Each optimum is verified away from the objective: the linear tasks by re-simulation (per-sigma
+denoisers trained by exact gradient flow, the PF-ODE covariance propagated exactly by diffrax
+within ``max_steps``, hard emergence times), the class weights on a fresh draw of test points.
+Conventions: EDM sigma time, loss summed over dimensions and un-halved, ``tau`` = learning rate x
+steps; the class task: OU time ``t``, loss per dimension, ``tau = k eta / d^2``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import xarray as xr
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from dynamics import measures
+from dynamics import measures, status
+from dynamics.config import LogGrid, StudyConfig, setting
+from dynamics.sampling import generated_mode_variances
+from dynamics.status import Solved
+from dynamics.study import STATUS, Outputs, Row, Summary
 from dynamics.theory import linear
-from dynamics.validation import ConfigError, require_choice, require_increasing, require_positive_int, require_range, require_subset
-from experiments import class_imbalance, spectral_bias
+from dynamics.training import minimize, train_per_sigma
+from dynamics.validation import ConfigError, require_increasing
+from experiments import figures as plots
+from experiments.runner import bind
+from models import classes
+from models.classes import CLASSES, ClassProblem
 from models.denoisers import Linear
 from models.distributions.gaussian import GaussianData
 
 NAME = "inverse-design"
+REFERENCE = "Wang & Pehlevan, arXiv 2503.03206, sec. 3-4; Nicoletti et al., arXiv 2605.06367 on Bonnaire et al., arXiv 2505.17638; docs/theory.md sections 2, 7, 8"
+CONVENTIONS = "EDM sigma time; loss summed over dimensions, un-halved; tau = learning rate x steps (class-reweighting: OU time t, loss per dimension, tau = k eta / d^2)"
+PRECISION = "float64"
 TASKS = ("spectrum", "flatten", "class-reweighting")
+STAGES = ("initial", "optimized")
 
 
 @dataclass(frozen=True)
-class Config:
-    """Settings of the inverse-design study. Times are training times ``tau``; sigmas are EDM."""
+class Reweighting:
+    """The two-class problem of the ``class-reweighting`` task (:mod:`models.classes`)."""
 
-    tasks: tuple[str, ...] = TASKS
-    num_modes: int = 6
-    lam_min: float = 1e-2  # initial spectrum: log-spaced in [lam_min, lam_max]
-    lam_max: float = 10.0
-    target_times: tuple[float, ...] = ()  # 'spectrum' targets per mode (default: log-spaced 0.05..0.5)
-    q: float = 0.1  # aligned init scale
-    eta: float = 1.0  # learning rate (the 'flatten' profile's geometric mean)
-    tau_min: float = 1e-4
-    tau_max: float = 1e3
-    num_tau: int = 85  # ~12 records per decade: the soft time needs several per temperature
-    num_profile_nodes: int = 8  # knots of log eta(sigma), log-spaced in [sigma_min, sigma_max]
-    optimizer_steps: int = 300
-    optimizer_lr: float = 0.3  # initial Adam step (in log-parameters), cosine-decayed
-    temperature: float = 0.2  # width of the soft emergence step, in ln variance
-    criterion: str = "geometric"
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    quadrature_nodes: int = 128
-    num_sigma_nodes: int = 64  # training nodes of the re-simulation
-    rtol: float = 1e-7
-    reweighting_variance_ratio: float = 0.25  # class-reweighting: sigma_1^2 / sigma_0^2 ...
-    reweighting_imbalance: float = 0.125  # ... n_1 / n_0 ...
-    reweighting_time: float = 0.1  # ... and OU time t; the rest as class_imbalance.Config()
-    seed: int = 0
+    variance_ratio: float = setting(0.25, "class variance ratio sigma_1^2 / sigma_0^2", traced=True, low=0.0, low_open=True)
+    imbalance_ratio: float = setting(0.125, "training counts n_1 / n_0", low=0.0, low_open=True)
+    time: float = setting(0.1, "OU time t of the score model", traced=True, low=0.0, low_open=True)
+    centroid_norm: float = setting(1.0, "centroid norm mu~ of both classes", traced=True, low=0.0)
+    problem: ClassProblem = setting(ClassProblem(), "the random-features problem")
+
+
+@dataclass(frozen=True)
+class Config(StudyConfig):
+    """Settings of the inverse-design study (times tau = eta x steps; noise levels EDM sigmas)."""
+
+    task: tuple[str, ...] = setting(TASKS, "design tasks, one program each", grid=True, choices=TASKS)
+    num_modes: int = setting(6, "modes (data dimension) of the linear tasks", low=2)
+    lam_min: float = setting(1e-2, "smallest variance of the initial log-spaced spectrum", traced=True, low=0.0, low_open=True)
+    lam_max: float = setting(10.0, "largest variance of the initial log-spaced spectrum", traced=True, low=0.0, low_open=True)
+    target_times: tuple[float, ...] = setting((), "spectrum: target emergence time per mode (default log-spaced 0.5 .. 0.05)", low=0.0, low_open=True)
+    q: float = setting(0.1, "aligned init scale Q", traced=True, low=0.0, high=1.0)
+    eta: float = setting(1.0, "learning rate (flatten: the constant profile it starts from)", traced=True, low=0.0, low_open=True)
+    tau: LogGrid = setting(LogGrid(1e-4, 1e3, 85), "recording times tau (the soft time needs several per temperature)")
+    sigma: LogGrid = setting(LogGrid(0.002, 80.0, 64), "noise levels: the PF-ODE's ends, the re-simulation's training nodes")
+    num_profile_nodes: int = setting(8, "flatten: knots of ln eta(sigma), log-spaced over sigma", low=2)
+    optimizer_steps: int = setting(300, "Adam steps", low=0)
+    optimizer_lr: float = setting(0.3, "initial Adam step (in log-parameters), cosine-decayed", traced=True, low=0.0, low_open=True)
+    temperature: float = setting(0.2, "width of the soft emergence step, in ln variance", traced=True, low=0.0, low_open=True)
+    criterion: str = setting("geometric", "emergence threshold: geometric or harmonic mean of start and target", choices=("geometric", "harmonic"))
+    quadrature_nodes: int = setting(128, "flatten: Gauss-Legendre nodes in ln sigma", low=8)
+    rtol: float = setting(1e-7, "relative tolerance of the re-simulation's PF-ODE", low=0.0, high=1e-2, low_open=True)
+    max_steps: int = setting(16_384, "step budget of every PF-ODE solve", low=1)
+    reweighting: Reweighting = setting(Reweighting(), "class-reweighting")
 
 
 PRESETS = {
     "quick": Config(),
-    "paper": Config(num_modes=20, lam_min=1e-3, lam_max=1e2, num_tau=169, num_profile_nodes=16, optimizer_steps=1000, num_sigma_nodes=96),
+    "tiny": Config(  # flatten shares the spectrum task's machinery
+        task=("spectrum", "class-reweighting"), num_modes=3, tau=LogGrid(1e-4, 1e3, 30), sigma=LogGrid(0.002, 80.0, 12), optimizer_steps=5, seeds=2,
+        reweighting=Reweighting(problem=ClassProblem(dim=4, num_features=16, base_count=8, num_noise=2, num_test=16, test_noise=2, tau=LogGrid(1e-3, 1e6, 20))),
+    ),
+    "paper": Config(num_modes=20, lam_min=1e-3, lam_max=1e2, tau=LogGrid(1e-4, 1e3, 169), sigma=LogGrid(0.002, 80.0, 96), num_profile_nodes=16, optimizer_steps=1000),
 }
 
 
-def validate(config: Config) -> Config:
-    require_subset("tasks", config.tasks, TASKS)
-    require_positive_int("num_modes", config.num_modes, minimum=2)
-    require_range("lam_min", config.lam_min, low=0.0, low_open=True)
+def validate(config: Config) -> None:
+    """The spectrum's ends, one target per mode inside the recorded times, a class-1 training point."""
     require_increasing("lam_min", config.lam_min, "lam_max", config.lam_max)
-    if config.target_times:
-        require_range("target_times", config.target_times, low=config.tau_min, high=config.tau_max)
-        if len(config.target_times) != config.num_modes:
-            raise ConfigError(f"target_times: needs num_modes = {config.num_modes} values; got {len(config.target_times)}")
-    require_range("q", config.q, low=0.0, high=1.0)
-    require_range("eta", config.eta, low=0.0, low_open=True)
-    require_range("tau_min", config.tau_min, low=0.0, low_open=True)
-    require_increasing("tau_min", config.tau_min, "tau_max", config.tau_max)
-    require_positive_int("num_tau", config.num_tau, minimum=4)
-    require_positive_int("num_profile_nodes", config.num_profile_nodes, minimum=2)
-    require_positive_int("optimizer_steps", config.optimizer_steps, minimum=0)
-    require_range("optimizer_lr", config.optimizer_lr, low=0.0, low_open=True)
-    require_range("temperature", config.temperature, low=0.0, low_open=True)
-    require_choice("criterion", config.criterion, spectral_bias.CRITERIA)
-    require_range("sigma_min", config.sigma_min, low=0.0, low_open=True)
-    require_increasing("sigma_min", config.sigma_min, "sigma_max", config.sigma_max)
-    require_positive_int("quadrature_nodes", config.quadrature_nodes, minimum=8)
-    require_positive_int("num_sigma_nodes", config.num_sigma_nodes, minimum=2)
-    require_range("rtol", config.rtol, low=0.0, high=1e-2, low_open=True)
-    require_range("reweighting_variance_ratio", config.reweighting_variance_ratio, low=0.0, low_open=True)
-    require_range("reweighting_time", config.reweighting_time, low=0.0, low_open=True)
-    base = class_imbalance.Config().base_count
-    if not round(float(require_range("reweighting_imbalance", config.reweighting_imbalance, low=0.0, low_open=True)) * base) >= 1:
-        raise ConfigError(f"reweighting_imbalance: must leave class 1 at least one of {base} x ratio training points; got {config.reweighting_imbalance}")
-    return config
+    if config.target_times and len(config.target_times) != config.num_modes:
+        raise ConfigError(f"target_times: needs num_modes = {config.num_modes} values; got {len(config.target_times)}")
+    if config.target_times and not config.tau.low <= min(config.target_times) <= max(config.target_times) <= config.tau.high:
+        raise ConfigError(f"target_times: must lie in [tau.low, tau.high] = [{config.tau.low}, {config.tau.high}]; got {config.target_times}")
+    reweighting = config.reweighting
+    if classes.class_counts(reweighting.problem.base_count, reweighting.imbalance_ratio)[1] < 1:
+        raise ConfigError(f"reweighting.imbalance_ratio: {reweighting.imbalance_ratio} x reweighting.problem.base_count {reweighting.problem.base_count} leaves class 1 without training points")
 
 
-def reweighting_config(config: Config) -> class_imbalance.Config:
-    """The class-imbalance setting of the ``class-reweighting`` task: one variance ratio, one
-    imbalance ratio, one time and one seed; the rest are :class:`class_imbalance.Config` defaults."""
-    return class_imbalance.Config(
-        time=config.reweighting_time,
-        variance_ratios=(config.reweighting_variance_ratio,),
-        imbalance_ratios=(config.reweighting_imbalance,),
-        seeds=1,
-        seed=config.seed,
-    )
+# ----------------------------------------------------------------------------- linear tasks: closed forms
 
 
-# ----------------------------------------------------------------------------- grids
-
-
-def taus(config: Config) -> np.ndarray:
-    return np.geomspace(config.tau_min, config.tau_max, config.num_tau)
-
-
-def initial_spectrum(config: Config) -> np.ndarray:
-    return np.geomspace(config.lam_min, config.lam_max, config.num_modes)
+def initial_spectrum(config: Config) -> Float[Array, " mode"]:
+    return jnp.geomspace(config.lam_min, config.lam_max, config.num_modes)
 
 
 def target_times(config: Config) -> np.ndarray:
-    if config.target_times:
-        return np.asarray(config.target_times, dtype=float)
-    return np.geomspace(0.5, 0.05, config.num_modes)  # small modes last, a 10x compressed law
+    """The spectrum task's targets: given, or log-spaced from 0.5 down to 0.05 (a 10x compressed law)."""
+    return np.asarray(config.target_times or np.geomspace(0.5, 0.05, config.num_modes), float)
 
 
 def profile_knots(config: Config) -> np.ndarray:
-    return np.geomspace(config.sigma_min, config.sigma_max, config.num_profile_nodes)
+    return np.geomspace(config.sigma.low, config.sigma.high, config.num_profile_nodes)
 
 
-def learning_rate_profile(config: Config, log_profile, sigma):
-    """``eta(sigma) = eta * exp(interp(log sigma; knots, log_profile))``, piecewise linear in log sigma."""
-    log_knots = jnp.log(jnp.asarray(profile_knots(config)))
-    return config.eta * jnp.exp(jnp.interp(jnp.log(sigma), log_knots, log_profile))
+def learning_rate_profile(config: Config, log_profile: Float[Array, " knot"], sigma: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
+    """``eta(sigma) = eta exp(interp(ln sigma; ln knots, log_profile))``."""
+    return config.eta * jnp.exp(jnp.interp(jnp.log(sigma), jnp.log(jnp.asarray(profile_knots(config))), log_profile))
 
 
-# ----------------------------------------------------------------------------- differentiable forward models
+def soft_times(config: Config, variance: Float[Array, "tau mode"], lam: Float[Array, " mode"]) -> Float[Array, " mode"]:
+    """Soft emergence times of the curves ``variance[tau, mode]`` towards ``lam[mode]``."""
+    return measures.soft_emergence_times(jnp.asarray(config.tau.values()), variance, lam, criterion=config.criterion, temperature=config.temperature)
 
 
-def soft_times(config: Config, variance, lam):
-    """Soft emergence times of curves ``variance[tau, mode]`` toward targets ``lam[mode]``."""
-    times = jnp.asarray(taus(config))
-    soft = lambda curve, goal: measures.soft_emergence_time(
-        times, curve, goal, criterion=config.criterion, temperature=config.temperature
-    )[0]
-    return jax.vmap(soft, in_axes=(1, 0))(variance, lam)
-
-
-def theory_variance(config: Config, lam, log_profile=None):
-    """Generated variance ``(tau, mode)`` from the closed form (constant eta) or, with a
-    learning-rate profile, by quadrature of the closed-form weights in ``log sigma``."""
-    tau = jnp.asarray(taus(config))[:, None]
-    ends = dict(sigma_min=config.sigma_min, sigma_max=config.sigma_max)
+def theory_variance(config: Config, lam: Float[Array, " mode"], log_profile: Float[Array, " knot"] | None = None) -> Float[Array, "tau mode"]:
+    """Generated variance ``[tau, mode]``: the closed form (constant ``eta``) or, with a learning-rate
+    profile, the quadrature of the closed-form weights in ``ln sigma`` (docs/theory.md section 2)."""
+    tau = jnp.asarray(config.tau.values())[:, None]
+    ends = {"sigma_min": config.sigma.low, "sigma_max": config.sigma.high}
     if log_profile is None:
         return linear.generated_variance(lam[None, :], config.q, tau, eta=config.eta, **ends)
-
-    def weights(sigma):
-        eta = learning_rate_profile(config, log_profile, sigma)
-        return linear.weights(lam[None, :], config.q, tau, sigma, eta=eta)
-
+    weights = lambda sigma: linear.weights(lam[None, :], config.q, tau, sigma, eta=learning_rate_profile(config, log_profile, sigma))
     return linear.generated_variance_quadrature(weights, num_nodes=config.quadrature_nodes, **ends)
 
 
-def spectrum_objective(config: Config, log_lam):
-    """Mean squared log-ratio of soft emergence times to the targets."""
-    lam = jnp.exp(log_lam)
-    achieved = soft_times(config, theory_variance(config, lam), lam)
-    return jnp.mean(jnp.square(jnp.log(achieved) - jnp.log(jnp.asarray(target_times(config)))))
-
-
-def flatten_objective(config: Config, log_profile, reference_log_mean):
-    """Variance of log emergence times across modes, plus a pin of their mean to the constant
-    profile's (otherwise a profile that makes everything emerge instantly would be flat)."""
-    lam = jnp.asarray(initial_spectrum(config))
-    log_times = jnp.log(soft_times(config, theory_variance(config, lam, log_profile), lam))
-    return jnp.var(log_times) + jnp.square(jnp.mean(log_times) - reference_log_mean)
-
-
 def optimize(objective, start, config: Config):
-    """Adam with a cosine-decayed step on ``objective`` from ``start``; returns the parameters
-    and the loss history (one compiled ``lax.scan``)."""
-    schedule = optax.cosine_decay_schedule(config.optimizer_lr, max(config.optimizer_steps, 1), alpha=0.01)
-    optimizer = optax.adam(schedule)
-
-    def step(carry, _):
-        params, state = carry
-        value, grad = jax.value_and_grad(objective)(params)
-        updates, state = optimizer.update(grad, state, params)
-        return (optax.apply_updates(params, updates), state), value
-
-    (params, _), history = jax.lax.scan(step, (start, optimizer.init(start)), length=config.optimizer_steps)
-    return params, jnp.append(history, objective(params))
+    """:func:`dynamics.training.minimize` with the study's Adam step and number of steps."""
+    return minimize(objective, start, learning_rate=config.optimizer_lr, num_steps=config.optimizer_steps)
 
 
-def class_generalization_times(setting: class_imbalance.Config, train, test, counts, log_weight):
-    """Per-class generalization times with loss weights ``(1, exp(log_weight))``."""
-    weights = jnp.stack([jnp.ones_like(log_weight), jnp.exp(log_weight)])
-    train_loss, test_loss = class_imbalance.class_curves(setting, train, test, counts, weights)
-    return class_imbalance.class_times(setting, train_loss, test_loss)[0]
+def simulated_times(config: Config, key: PRNGKeyArray, lam: Float[Array, " mode"], etas: Float[Array, " node"]) -> Solved:
+    """Hard emergence times re-simulated: denoisers at the ``sigma`` nodes trained by exact gradient
+    flow (rates ``etas``), exact PF-ODE covariance per recorded tau (``max_steps``), ``tau*`` per mode."""
+    nodes, taus = jnp.asarray(config.sigma.values()), jnp.asarray(config.tau.values())
+    data = GaussianData(jnp.zeros_like(lam), lam, jnp.eye(config.num_modes))
+    model = Linear(config.num_modes)
+    trained = train_per_sigma(model, data.mean, data.covariance, config.q, key, nodes, etas, taus, quadratic=True)
+    ends = {"sigma_min": config.sigma.low, "sigma_max": config.sigma.high, "rtol": config.rtol, "max_steps": config.max_steps}
+    variance, solved = jax.lax.map(lambda grid: generated_mode_variances(model.affine, grid, nodes, data.basis, **ends), trained.value)
+    return Solved(measures.emergence_times(taus, variance, lam, criterion=config.criterion)[0], status.worst(trained.status, solved))
 
 
-def reweighting_objective(setting, train, test, counts, log_weight):
-    """``(ln tau_gen,1 - ln tau_gen,0)^2``: zero when both classes generalize together."""
-    times = class_generalization_times(setting, train, test, counts, log_weight)
-    return jnp.square(jnp.log(times[1]) - jnp.log(times[0]))
+def spectrum_task(key: PRNGKeyArray, config: Config) -> dict:
+    lam0, targets = initial_spectrum(config), jnp.asarray(target_times(config))
 
-
-# ----------------------------------------------------------------------------- verification by simulation
-
-
-def simulated_times(config: Config, lam, etas_at_nodes=None):
-    """Hard emergence times from a re-simulation: exact gradient flow per sigma node (learning
-    rate ``etas_at_nodes`` or ``eta``), exact PF-ODE covariance propagation, ``tau*`` per mode."""
-    nodes = jnp.geomspace(config.sigma_min, config.sigma_max, config.num_sigma_nodes)
-    etas = jnp.full(nodes.shape, config.eta) if etas_at_nodes is None else etas_at_nodes
-    lam = jnp.asarray(lam)
-    data = GaussianData(jnp.zeros(lam.shape), lam, jnp.eye(lam.shape[0]))
-    model, times = Linear(lam.shape[0]), jnp.asarray(taus(config))
-    trajectory = spectral_bias.train_denoisers(
-        "one_layer", model, data.mean, data.covariance, config.q, jax.random.key(config.seed), nodes, etas, times, rtol=config.rtol
-    )
-    ends = dict(sigma_min=config.sigma_min, sigma_max=config.sigma_max, rtol=config.rtol)
-    variance = jax.lax.map(lambda grid: spectral_bias.exact_mode_variances(model, data.basis, grid, nodes, **ends), trajectory)
-    hard = lambda curve, goal: measures.emergence_time(times, curve, goal, criterion=config.criterion)[0]
-    return jax.vmap(hard, in_axes=(1, 0))(variance, lam), nodes
-
-
-# ----------------------------------------------------------------------------- the study
-
-
-def run(config: Config = PRESETS["quick"]) -> xr.Dataset:
-    config = validate(config)
-    with jax.enable_x64(True):
-        return _run(config)
-
-
-def _run(config: Config) -> xr.Dataset:
-    data_vars, coords = {}, {"mode": np.arange(config.num_modes), "stage": ["initial", "optimized"]}
-    lam0 = jnp.asarray(initial_spectrum(config))
-    if "spectrum" in config.tasks:
-        log_lam, history = jax.jit(lambda start: optimize(lambda p: spectrum_objective(config, p), start, config))(jnp.log(lam0))
+    def objective(log_lam):  # mean squared ln(tau* / target)
         lam = jnp.exp(log_lam)
-        predicted = [soft_times(config, theory_variance(config, x), x) for x in (lam0, lam)]
-        simulated = [simulated_times(config, x)[0] for x in (lam0, lam)]
-        data_vars |= {
-            "spectrum": (("stage", "mode"), np.stack([lam0, lam])),
-            "spectrum_target_time": (("mode",), target_times(config)),
-            "spectrum_time_theory": (("stage", "mode"), np.stack(predicted)),
-            "spectrum_time_simulation": (("stage", "mode"), np.stack(simulated)),
-            "spectrum_objective": (("iteration",), np.asarray(history)),
-        }
-    if "flatten" in config.tasks:
-        flat = jnp.zeros(config.num_profile_nodes)
-        reference = jnp.mean(jnp.log(soft_times(config, theory_variance(config, lam0, flat), lam0)))
-        objective = lambda p: flatten_objective(config, p, reference)
-        profile, history = jax.jit(lambda start: optimize(objective, start, config))(flat)
-        predicted = [soft_times(config, theory_variance(config, lam0, p), lam0) for p in (flat, profile)]
-        nodes = jnp.geomspace(config.sigma_min, config.sigma_max, config.num_sigma_nodes)
-        simulated = [simulated_times(config, lam0, learning_rate_profile(config, p, nodes))[0] for p in (flat, profile)]
-        coords["knot_sigma"] = profile_knots(config)
-        data_vars |= {
-            "flatten_spectrum": (("mode",), np.asarray(lam0)),
-            "learning_rate_profile": (("stage", "knot_sigma"), config.eta * np.exp(np.stack([flat, profile]))),
-            "flatten_time_theory": (("stage", "mode"), np.stack(predicted)),
-            "flatten_time_simulation": (("stage", "mode"), np.stack(simulated)),
-            "flatten_objective": (("iteration_flatten",), np.asarray(history)),
-        }
-    if "class-reweighting" in config.tasks:
-        setting = reweighting_config(config)
-        counts = class_imbalance.class_counts(setting)[0]
-        key = jax.random.key(config.seed)
-        mu = setting.centroid_norms[0]
-        _, train, test = class_imbalance.class_statistics(setting, key, setting.variance_ratios[0], mu, counts)
-        fresh_key = jax.random.fold_in(key, 1)  # same features and training set, new test points
-        _, _, fresh_test = class_imbalance.class_statistics(setting, key, setting.variance_ratios[0], mu, counts, test_key=fresh_key)
-        objective = lambda p: reweighting_objective(setting, train, test, counts, p)
-        log_weight, history = jax.jit(lambda start: optimize(objective, start, config))(jnp.zeros(()))
-        stages = (jnp.zeros(()), log_weight)
-        coords["class_"] = list(class_imbalance.CLASSES)
-        data_vars |= {
-            "class_weight": (("stage", "class_"), np.array([[1.0, float(jnp.exp(w))] for w in stages])),
-            "class_generalization_time": (("stage", "class_"), np.stack([class_generalization_times(setting, train, test, counts, w) for w in stages])),
-            "class_generalization_time_fresh": (("stage", "class_"), np.stack([class_generalization_times(setting, train, fresh_test, counts, w) for w in stages])),
-            "reweighting_objective": (("iteration_reweighting",), np.asarray(history)),
-            "class_count": (("class_",), np.asarray(counts)),
-        }
-    return xr.Dataset(
-        data_vars,
-        coords=coords,
-        attrs={
-            "experiment": NAME,
-            "config": repr(dataclasses.asdict(config)),
-            "conventions": "EDM sigma time; loss summed over dims, un-halved; tau = learning rate x steps",
+        return jnp.mean(jnp.square(jnp.log(soft_times(config, theory_variance(config, lam), lam) / targets)))
+
+    log_lam, history = optimize(objective, jnp.log(lam0), config)
+    spectra = jnp.stack([lam0, jnp.exp(log_lam)])
+    simulated, code = jax.vmap(lambda lam: simulated_times(config, key, lam, jnp.full(config.sigma.num, config.eta)))(spectra)
+    return {
+        "objective": history,
+        "spectrum": spectra,
+        "spectrum_target_time": targets,
+        "spectrum_time_theory": jax.vmap(lambda lam: soft_times(config, theory_variance(config, lam), lam))(spectra),
+        "spectrum_time_simulation": simulated,
+        STATUS: status.worst(code),
+    }
+
+
+def flatten_task(key: PRNGKeyArray, config: Config) -> dict:
+    lam = initial_spectrum(config)
+    log_times = lambda profile: jnp.log(soft_times(config, theory_variance(config, lam, profile), lam))
+    flat = jnp.zeros(config.num_profile_nodes)
+    reference = jnp.mean(log_times(flat))
+
+    def objective(profile):  # spread of ln tau*, mean pinned (else emerging at once everywhere is flat)
+        spread = log_times(profile)
+        return jnp.var(spread) + jnp.square(jnp.mean(spread) - reference)
+
+    profile, history = optimize(objective, flat, config)
+    profiles = jnp.stack([flat, profile])
+    nodes = jnp.asarray(config.sigma.values())
+    simulated, code = jax.vmap(lambda p: simulated_times(config, key, lam, learning_rate_profile(config, p, nodes)))(profiles)
+    return {
+        "objective": history,
+        "flatten_spectrum": lam,
+        "learning_rate_profile": config.eta * jnp.exp(profiles),
+        "flatten_time_theory": jnp.exp(jax.vmap(log_times)(profiles)),
+        "flatten_time_simulation": simulated,
+        STATUS: status.worst(code),
+    }
+
+
+# ----------------------------------------------------------------------------- class re-weighting
+
+
+def reweighting_task(key: PRNGKeyArray, config: Config) -> dict:
+    """Optimized on the test statistics of ``key``; checked on fresh ones (``fold_in(key, 1)``)."""
+    reweighting, problem = config.reweighting, config.reweighting.problem
+    counts = classes.class_counts(problem.base_count, reweighting.imbalance_ratio)
+    mixture = classes.orthogonal_classes(problem.dim, reweighting.variance_ratio, reweighting.centroid_norm, reweighting.centroid_norm)
+    W = classes.features(problem, key)
+    train = classes.training_statistics(problem, W, key, classes.training_points(key, mixture, counts), reweighting.time)
+    test, fresh = (classes.fresh_statistics(problem, W, test_key, mixture, reweighting.time) for test_key in (key, jax.random.fold_in(key, 1)))
+
+    def generalization_times(test_statistics, log_weight):  # per class, with loss weights (1, e^log_weight)
+        weights = jnp.stack([jnp.ones_like(log_weight), jnp.exp(log_weight)])
+        return classes.class_times(problem.tau.values(), *classes.class_curves(problem, train, test_statistics, counts, weights, reweighting.time))[0]
+
+    def objective(log_weight):  # (ln tau_gen,1 - ln tau_gen,0)^2
+        times = generalization_times(test, log_weight)
+        return jnp.square(jnp.log(times[1] / times[0]))
+
+    log_weight, history = optimize(objective, jnp.zeros(()), config)
+    stages = jnp.stack([jnp.zeros(()), log_weight])
+    return {
+        "objective": history,
+        "class_weight": jnp.stack([jnp.ones_like(stages), jnp.exp(stages)], axis=1),
+        "class_generalization_time": jax.vmap(lambda w: generalization_times(test, w))(stages),
+        "class_generalization_time_fresh": jax.vmap(lambda w: generalization_times(fresh, w))(stages),
+        "class_count": jnp.asarray(counts, jnp.int32),
+    }
+
+
+TASK_POINTS = {"spectrum": spectrum_task, "flatten": flatten_task, "class-reweighting": reweighting_task}
+
+
+def point(key: PRNGKeyArray, config: Config) -> dict:
+    """One task and one seed (see the module docstring)."""
+    return TASK_POINTS[config.task](key, config)
+
+
+def outputs(config: Config) -> Outputs:
+    return Outputs(
+        dims={
+            "objective": ("iteration",),
+            "spectrum": ("stage", "mode"),
+            "spectrum_target_time": ("mode",),
+            "spectrum_time_theory": ("stage", "mode"),
+            "spectrum_time_simulation": ("stage", "mode"),
+            "flatten_spectrum": ("mode",),
+            "learning_rate_profile": ("stage", "knot_sigma"),
+            "flatten_time_theory": ("stage", "mode"),
+            "flatten_time_simulation": ("stage", "mode"),
+            "class_weight": ("stage", "class_"),
+            "class_generalization_time": ("stage", "class_"),
+            "class_generalization_time_fresh": ("stage", "class_"),
+            "class_count": ("class_",),
+        },
+        coords={"stage": np.array(STAGES), "knot_sigma": profile_knots(config), "class_": np.array(CLASSES)},
+        checked=("objective",),  # a re-simulated mode that never emerges has a NaN time, not a failure
+        long_names={
+            "objective": "Adam objective per step (last: at the optimum)",
+            **{f"{task}_time_theory": "soft emergence time of the theory optimized through" for task in ("spectrum", "flatten")},
+            **{f"{task}_time_simulation": "hard emergence time, re-simulated" for task in ("spectrum", "flatten")},
+            "class_generalization_time": "per-class generalization time on the test points optimized on",
+            "class_generalization_time_fresh": "per-class generalization time on fresh test points",
         },
     )
 
 
-def _spread(times) -> float:
-    times = np.asarray(times)
-    return float(times.max() / times.min())
+# ----------------------------------------------------------------------------- summary and figures
 
 
-def summary(dataset: xr.Dataset, config: Config) -> dict:
-    result: dict = {}
-    if "spectrum" in dataset:
-        target = dataset.spectrum_target_time.values
-        error = lambda name, stage: float(np.max(np.abs(np.log(dataset[name].sel(stage=stage).values / target))))
-        result["spectrum"] = {
-            "objective_initial": float(dataset.spectrum_objective[0]),
-            "objective_optimized": float(dataset.spectrum_objective[-1]),
-            "max_abs_log_time_error_theory": {s: error("spectrum_time_theory", s) for s in ("initial", "optimized")},
-            "max_abs_log_time_error_simulation": {s: error("spectrum_time_simulation", s) for s in ("initial", "optimized")},
-            "optimized_spectrum": dataset.spectrum.sel(stage="optimized").values.tolist(),
-        }
-    if "flatten_time_theory" in dataset:
-        result["flatten"] = {
-            "objective_initial": float(dataset.flatten_objective[0]),
-            "objective_optimized": float(dataset.flatten_objective[-1]),
-            "spread_theory": {s: _spread(dataset.flatten_time_theory.sel(stage=s)) for s in ("initial", "optimized")},
-            "spread_simulation": {s: _spread(dataset.flatten_time_simulation.sel(stage=s)) for s in ("initial", "optimized")},
-            "within_factor_2_simulation": _spread(dataset.flatten_time_simulation.sel(stage="optimized")) <= 2.0,
-            "learning_rate_profile": dataset.learning_rate_profile.sel(stage="optimized").values.tolist(),
-        }
-    if "class_weight" in dataset:
-        ratio = lambda name, stage: float(dataset[name].sel(stage=stage, class_="class_1") / dataset[name].sel(stage=stage, class_="class_0"))
-        result["class_reweighting"] = {
-            "class_counts": dataset.class_count.values.tolist(),
-            "variance_ratio": config.reweighting_variance_ratio,
-            "objective_initial": float(dataset.reweighting_objective[0]),
-            "objective_optimized": float(dataset.reweighting_objective[-1]),
-            "generalization_time_ratio_1_over_0": {s: ratio("class_generalization_time", s) for s in ("initial", "optimized")},
-            "generalization_time_ratio_fresh_test": {s: ratio("class_generalization_time_fresh", s) for s in ("initial", "optimized")},
-            "optimized_class_weights": dataset.class_weight.sel(stage="optimized").values.tolist(),
-        }
+def seed_median(array) -> float:
+    return float(array.median("seed"))
+
+
+def spectrum_summary(run) -> tuple[Row, dict]:
+    """Worst ``|ln(tau*/target)|`` over modes, soft theory and re-simulation, per stage."""
+    error = lambda name, stage: seed_median(np.abs(np.log(run[name].sel(stage=stage) / run.spectrum_target_time)).max("mode"))
+    theory, simulation = ({stage: error(name, stage) for stage in STAGES} for name in ("spectrum_time_theory", "spectrum_time_simulation"))
+    row = Row("max |ln(tau*/target)|, re-simulated", simulation["optimized"], 0.0, "task=spectrum", f"initial {simulation['initial']:.3g}; soft theory {theory['optimized']:.3g}")
+    return row, {"max_abs_log_time_error_theory": theory, "max_abs_log_time_error_simulation": simulation, "optimized_spectrum": run.spectrum.sel(stage="optimized").median("seed").values}
+
+
+def flatten_summary(run) -> tuple[Row, dict]:
+    """Spread ``max/min tau*`` over modes, quadrature theory and re-simulation, per stage."""
+    spread = lambda name, stage: seed_median(run[name].sel(stage=stage).max("mode") / run[name].sel(stage=stage).min("mode"))
+    theory, simulation = ({stage: spread(name, stage) for stage in STAGES} for name in ("flatten_time_theory", "flatten_time_simulation"))
+    row = Row("spread max/min tau*, re-simulated", simulation["optimized"], "<= 2", "task=flatten", f"constant eta {simulation['initial']:.4g}; quadrature theory {theory['optimized']:.4g}")
+    return row, {"spread_theory": theory, "spread_simulation": simulation, "learning_rate_profile": run.learning_rate_profile.sel(stage="optimized").median("seed").values}
+
+
+def reweighting_summary(run) -> tuple[Row, dict]:
+    """``tau_gen,1 / tau_gen,0`` on the test points optimized on and on fresh ones, per stage."""
+    ratio = lambda name, stage: seed_median(run[name].sel(stage=stage, class_="class_1") / run[name].sel(stage=stage, class_="class_0"))
+    optimized, fresh = ({stage: ratio(name, stage) for stage in STAGES} for name in ("class_generalization_time", "class_generalization_time_fresh"))
+    weight = seed_median(run.class_weight.sel(stage="optimized", class_="class_1"))
+    note = f"w = (1, 1): {fresh['initial']:.4g}; optimized w_1 = {weight:.3g} (on the test points optimized on: {optimized['optimized']:.4g})"
+    row = Row("tau_gen,1 / tau_gen,0, fresh test points", fresh["optimized"], 1.0, "task=class-reweighting", note)
+    return row, {"generalization_time_ratio_1_over_0": optimized, "generalization_time_ratio_fresh_test": fresh, "class_weight_1": weight, "class_counts": run.class_count.isel(seed=0).values}
+
+
+def summarize(dataset, config: Config) -> Summary:
+    """Per task, seed medians: the objective before and after, and the verification of the optimum."""
+    rows, values = [], {}
+    for task in dataset.task.values:
+        run = dataset.sel(task=task)
+        initial, optimized = (seed_median(run.objective.isel(iteration=index)) for index in (0, -1))
+        row, numbers = SUMMARIES[task](run)
+        rows += [Row("objective (Adam)", optimized, 0.0, f"task={task}", f"initial {initial:.4g}"), row]
+        values[task] = {"objective_initial": initial, "objective_optimized": optimized, **numbers}
+    notes = ("Seed medians. Emergence times: first crossing of the geometric (or harmonic) mean of start and target; the objectives use the soft times of dynamics.measures.soft_emergence_time.",)
+    return Summary(rows, values, notes)
+
+
+def draw_spectrum(axes, run) -> None:
+    for stage, marker in zip(STAGES, "os"):
+        axes[0].loglog(run.spectrum.sel(stage=stage), run.spectrum_time_simulation.sel(stage=stage), marker, mfc="none", label=f"{stage} (re-simulated)")
+    axes[0].loglog(run.spectrum.sel(stage="optimized"), run.spectrum_target_time, "k+", ms=10, label="target")
+    axes[0].set(xlabel="lambda", ylabel="tau*", title="designed spectrum")
+
+
+def draw_flatten(axes, run) -> None:
+    for stage, marker in zip(STAGES, "os"):
+        axes[0].loglog(run.flatten_spectrum, run.flatten_time_simulation.sel(stage=stage), marker, mfc="none", label=f"{stage} (re-simulated)")
+    axes[0].set(xlabel="lambda", ylabel="tau*", title="flattened law")
+    axes[2].loglog(run.knot_sigma, run.learning_rate_profile.sel(stage="optimized"), "o-")
+    axes[2].set(xlabel="sigma", ylabel="eta(sigma)", title="optimized learning-rate profile")
+
+
+def draw_reweighting(axes, run) -> None:
+    for stage, marker in zip(STAGES, "os"):
+        axes[0].semilogy([0, 1], run.class_generalization_time_fresh.sel(stage=stage), marker + "-", mfc="none", label=f"{stage} weights")
+    labels = [f"class {c} (n={int(n)})" for c, n in enumerate(run.class_count.values)]
+    axes[0].set(xticks=[0, 1], xticklabels=labels, ylabel="tau_gen (fresh test points)", title="class re-weighting")
+
+
+def figures(dataset, config: Config) -> dict:
+    """Per task at seed 0: the designed quantity beside its verification, and the objective."""
+    result = {}
+    for task in dataset.task.values:
+        run = dataset.sel(task=task).isel(seed=0)
+        figure, axes = plots.panels(3 if task == "flatten" else 2, f"inverse design: {task}", width=4.2)
+        DRAWINGS[task](axes, run)
+        axes[0].legend(fontsize=7)
+        axes[1].semilogy(run.objective)
+        axes[1].set(xlabel="Adam step", ylabel="objective")
+        figure.tight_layout()
+        result[f"inverse_{task.replace('-', '_')}"] = figure
     return result
 
 
-def summary_markdown(result: dict) -> str:
-    lines = ["# inverse-design: gradient descent through the simulator", ""]
-    if "spectrum" in result:
-        row = result["spectrum"]
-        lines += [
-            "## (a) a spectrum for chosen emergence times",
-            "",
-            "| | objective | max abs log(tau*/target), theory | same, re-simulated |",
-            "|---|---|---|---|",
-            f"| initial | {row['objective_initial']:.4g} | {row['max_abs_log_time_error_theory']['initial']:.3g} | {row['max_abs_log_time_error_simulation']['initial']:.3g} |",
-            f"| optimized | {row['objective_optimized']:.4g} | {row['max_abs_log_time_error_theory']['optimized']:.3g} | {row['max_abs_log_time_error_simulation']['optimized']:.3g} |",
-            "",
-        ]
-    if "flatten" in result:
-        row = result["flatten"]
-        lines += [
-            "## (b) a per-sigma learning-rate profile that flattens the spectral law",
-            "",
-            "| | objective | spread max/min tau*, theory | same, re-simulated |",
-            "|---|---|---|---|",
-            f"| constant eta | {row['objective_initial']:.4g} | {row['spread_theory']['initial']:.4g} | {row['spread_simulation']['initial']:.4g} |",
-            f"| optimized eta(sigma) | {row['objective_optimized']:.4g} | {row['spread_theory']['optimized']:.4g} | {row['spread_simulation']['optimized']:.4g} |",
-            "",
-            f"All modes within a factor 2 (re-simulated): {row['within_factor_2_simulation']}.",
-            "",
-        ]
-    if "class_reweighting" in result:
-        row = result["class_reweighting"]
-        lines += [
-            "## (c) class loss weights that equalize per-class generalization times",
-            "",
-            f"Counts n_c = {row['class_counts']}, sigma_1^2/sigma_0^2 = {row['variance_ratio']:g}; optimized weights {row['optimized_class_weights']}.",
-            "",
-            "| | objective | tau_gen,1 / tau_gen,0 | same, fresh test points |",
-            "|---|---|---|---|",
-            f"| w = (1, 1) | {row['objective_initial']:.4g} | {row['generalization_time_ratio_1_over_0']['initial']:.4g} | {row['generalization_time_ratio_fresh_test']['initial']:.4g} |",
-            f"| optimized | {row['objective_optimized']:.4g} | {row['generalization_time_ratio_1_over_0']['optimized']:.4g} | {row['generalization_time_ratio_fresh_test']['optimized']:.4g} |",
-            "",
-        ]
-    return "\n".join(lines)
+SUMMARIES = {"spectrum": spectrum_summary, "flatten": flatten_summary, "class-reweighting": reweighting_summary}
+DRAWINGS = {"spectrum": draw_spectrum, "flatten": draw_flatten, "class-reweighting": draw_reweighting}
 
 
-def plot(dataset: xr.Dataset, config: Config) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figures = {}
-    if "spectrum" in dataset:
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        for stage, marker in (("initial", "o"), ("optimized", "s")):
-            axes[0].loglog(dataset.spectrum.sel(stage=stage), dataset.spectrum_time_simulation.sel(stage=stage), marker, mfc="none", label=f"{stage} (re-simulated)")
-        axes[0].loglog(dataset.spectrum.sel(stage="optimized"), dataset.spectrum_target_time, "k+", ms=10, label="target")
-        axes[0].set(xlabel="lambda", ylabel="tau*", title="(a) designed spectrum")
-        axes[0].legend(fontsize=7)
-        axes[1].semilogy(dataset.spectrum_objective)
-        axes[1].set(xlabel="Adam step", ylabel="objective")
-        figure.tight_layout()
-        figures["inverse_spectrum"] = figure
-    if "flatten_time_theory" in dataset:
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        for stage, marker in (("initial", "o"), ("optimized", "s")):
-            axes[0].loglog(dataset.flatten_spectrum, dataset.flatten_time_simulation.sel(stage=stage), marker, mfc="none", label=f"{stage} (re-simulated)")
-        axes[0].set(xlabel="lambda", ylabel="tau*", title="(b) flattened law")
-        axes[0].legend(fontsize=7)
-        axes[1].loglog(dataset.knot_sigma, dataset.learning_rate_profile.sel(stage="optimized"), "o-")
-        axes[1].set(xlabel="sigma", ylabel="eta(sigma)", title="optimized learning-rate profile")
-        figure.tight_layout()
-        figures["inverse_flatten"] = figure
-    if "class_weight" in dataset:
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        for stage, marker in (("initial", "o"), ("optimized", "s")):
-            axes[0].semilogy([0, 1], dataset.class_generalization_time_fresh.sel(stage=stage), marker + "-", mfc="none", label=f"{stage} weights")
-        axes[0].set(xticks=[0, 1], xticklabels=[f"class {c} (n={n})" for c, n in enumerate(dataset.class_count.values)], ylabel="tau_gen (fresh test)", title="(c) class re-weighting")
-        axes[0].legend(fontsize=7)
-        axes[1].semilogy(dataset.reweighting_objective)
-        axes[1].set(xlabel="Adam step", ylabel="objective")
-        figure.tight_layout()
-        figures["inverse_class_reweighting"] = figure
-    return figures
+run = bind(__name__)

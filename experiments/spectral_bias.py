@@ -39,7 +39,8 @@ from dynamics.validation import ConfigError, require_increasing
 from experiments import figures as plots
 from experiments.runner import bind
 from models.denoisers import Circulant, DeepLinear, Linear, Patch, SymmetricTwoLayer
-from models.distributions.gaussian import GaussianData, empirical_data, fourier_frequencies, random_rotation, real_fourier_basis, sample, validate_covariance
+from models.distributions import gaussian
+from models.distributions.gaussian import GaussianData, empirical_data, fourier_frequencies, random_rotation, real_fourier_basis, sample
 
 NAME = "spectral-bias"
 REFERENCE = "Wang & Pehlevan, arXiv 2503.03206 (NeurIPS 2025), sec. 3-5; THEORY.md 2-4"
@@ -86,17 +87,7 @@ PRESETS = {
 }
 
 
-@lru_cache(maxsize=8)
-def load_covariance(path: str) -> np.ndarray:
-    """A positive-definite data covariance from a ``.npy`` file (checked on the host)."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"covariance: cannot read {path!r} as a .npy matrix ({error})") from None
-    matrix = validate_covariance(loaded)
-    if np.linalg.eigvalsh(matrix).min() <= 0:
-        raise ConfigError(f"covariance: must be positive definite; smallest eigenvalue {np.linalg.eigvalsh(matrix).min():.3g}")
-    return matrix
+load_covariance = lru_cache(maxsize=8)(gaussian.load_covariance)
 
 
 def dimension(config: Config) -> int:
@@ -137,11 +128,10 @@ def dft_power(config: Config):
     the given covariance's ``diag(F Sigma F^H)`` (the spectrum of the shift-augmented data, all
     the circulant and patch losses see, THEORY.md 4), else log-spaced from ``lam_max`` at
     frequency 0 to ``lam_min`` at the Nyquist frequency (a given ``spectrum``: its extremes)."""
-    n = dimension(config)
     if config.covariance:
         return jnp.asarray(convolution.power_spectrum(load_covariance(config.covariance)))
     low, high = (min(config.spectrum), max(config.spectrum)) if config.spectrum else (config.lam_min, config.lam_max)
-    return jnp.geomspace(high, low, n // 2 + 1)[np.minimum(np.arange(n), n - np.arange(n))]
+    return gaussian.symmetric_log_power(dimension(config), low, high)
 
 
 def data_for(config: Config, key) -> GaussianData:

@@ -13,8 +13,10 @@ and ``diffdyn scan`` (more fields swept on top). Four steps, one module each:
 * :mod:`~dynamics.sweep.assemble`: one labelled ``xarray.Dataset`` with ``failure`` codes.
 
 Guarantees (tested in ``tests/dynamics/test_sweep.py`` and ``tests/experiments/test_engine.py``):
-a run's numbers depend only on its field values and seed (not on the grid's shape, chunk size,
-device count or process count); a second sweep of the same shapes does not recompile.
+a run's numbers depend only on its field values and seed: bit for bit across devices, processes
+and resumed sweeps with the same runs per device and call; across chunk sizes and grid shapes to
+rounding (XLA may vectorise a batch of 1 and of 8 differently, and an adaptive solver can amplify
+that ~1e-16 to its tolerance). A second sweep of the same shapes does not recompile.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ the chunk and a failure code per run. It is ``jax.shard_map`` over a mesh axis `
 local devices with ``jax.vmap`` inside: each device runs its own block of runs with no
 collective communication, so an adaptive solver's loop on one device never waits for another's.
 Run ``s`` uses the key ``fold_in(key(root_seed), s)`` wherever it lands (chunk, device,
-process), so its numbers depend only on its field values and seed.
+process), so its numbers depend only on its field values and seed (bit for bit for the same
+runs per device and call; see :mod:`dynamics.sweep`).
 
 A run fails when its ``point`` reports a solver status other than ok (:mod:`dynamics.status`)
 or when a checked output is NaN/inf; its float outputs are then set to NaN and its code kept.

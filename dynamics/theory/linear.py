@@ -158,7 +158,7 @@ def _ein(x: Float[Array, "*b"]) -> Float[Array, "*b"]:
     also works): power series for ``x <= 2``, continued fraction above; relative error ~1e-16.
     """
     small = x <= 2.0
-    series = jnp.polyval(_EIN_SERIES, jnp.where(small, x, 2.0))
+    series = jnp.polyval(jnp.asarray(_EIN_SERIES, x.dtype), jnp.where(small, x, 2.0))
     y = jnp.where(small, 2.0, x)
     return jnp.where(small, series, _e1_large(y) + np.euler_gamma + jnp.log(y))
 

@@ -1,4 +1,4 @@
-"""Random-features score model at one diffusion time ([BUBM] sec. 3, THEORY.md 7).
+"""Random-features score model at one diffusion time ([BUBM] sec. 3, docs/theory.md section 7).
 
 ``s_A(x) = (A / sqrt(p)) g(W x / sqrt(d))`` with frozen Gaussian features ``W`` (``p x d``,
 iid ``N(0, 1)``), trained second layer ``A`` (``d x p``, from ``A = 0``) and activation ``g``
@@ -6,21 +6,24 @@ iid ``N(0, 1)``), trained second layer ``A`` (``d x p``, from ``A = 0``) and act
 
 Conventions:
 
-* Time: OU / VP time ``t`` (THEORY.md 1): ``x_t = e^-t x0 + sqrt(Delta_t) xi``,
+* Time: OU / VP time ``t`` (docs/theory.md section 1): ``x_t = e^-t x0 + sqrt(Delta_t) xi``,
   ``Delta_t = 1 - e^-2t`` (:func:`dynamics.schedules.vp_noise_variance`).
 * Loss: the DSM loss per dimension of [BUBM] eq. (3),
   ``L(A) = (1/(d n)) sum_nu E_xi ||sqrt(Delta_t) s_A(x_t^nu) + xi||^2``, which equals the
   quadratic form :func:`quadratic_loss` in the feature statistics ``U, V`` of
   :func:`feature_statistics`. Its minimum is below 1; ``L(0) = 1``.
 * Training time: plain gradient descent ``A <- A - eta grad_A L`` for ``k`` steps is at
-  ``tau = k eta / d^2`` (THEORY.md 7), the time of :func:`gradient_flow_weights`, whose rates
+  ``tau = k eta / d^2`` (docs/theory.md section 7), the time of :func:`gradient_flow_weights`, whose rates
   are ``2 Delta_t lambda / psi_p`` for the eigenvalues ``lambda`` of ``U``.
 
 Feature statistics: :func:`feature_statistics` averages the noise by Monte Carlo (``num_noise``
 draws per point); :func:`expected_feature_statistics` does the same average exactly (Mehler
 expansion), which the closed-form flow should use (with Monte Carlo statistics it also fits the
 particular noise draws); :func:`gaussian_population_statistics` gives the exact test statistics
-of Gaussian data.
+of Gaussian data. :func:`training_statistics` bundles what a training run's :data:`CURVES`
+(training loss, test loss, score error) need, for the features or for their Gaussian-equivalent
+model at any ``p``; :func:`flow_curves` evaluates them along the closed-form flow,
+:func:`weight_curves` for given weights (e.g. recorded by GD).
 
 Bias (an extension of [BUBM]): every function that builds features accepts an optional frozen
 bias ``b`` (``p``), ``phi = g(W x / sqrt(d) + b)``. Without it an odd ``g`` (``tanh``, ``erf``)
@@ -30,10 +33,11 @@ points (measured at ``tau = inf`` in the setting of ``tests/models/test_random_f
 memorization fraction 0.29 without bias, 0.56 counting copies of mirror images; 0.67 with
 ``b ~ N(0, 1)``).
 
-Generator (THEORY.md 7-8, [BUBM] sec. 2): :func:`time_indexed_weights` trains one ``A`` per OU
-time node ``t_1 < ... < t_K`` (same ``W`` and ``b`` at every node) by the exact flow at a common
-training time ``tau``; :class:`TimeIndexedScore` interpolates ``A`` linearly in ``log t``
-between the nodes and is the score that :func:`dynamics.sampling.vp_heun_sample` integrates.
+Generator (docs/theory.md sections 7-8, [BUBM] sec. 2; settings :class:`Generator`):
+:func:`time_indexed_weights` trains one ``A`` per OU time node ``t_1 < ... < t_K`` (same ``W``
+and ``b`` at every node) by the exact flow at a common training time ``tau``;
+:class:`TimeIndexedScore` interpolates ``A`` linearly in ``log t`` between the nodes and is the
+score that :func:`dynamics.sampling.vp_heun_sample` integrates.
 ``tau`` then sets how far the generated law has moved from the population towards the training
 set; :func:`dynamics.measures.memorization_fraction` counts the copies.
 
@@ -46,36 +50,32 @@ data scale are traced and can be vmapped (:func:`make_monte_carlo_train`,
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.special as jsp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from dynamics.config import LogGrid, setting
 from dynamics.sampling import interpolate_log_sigma, vp_gaussian_start, vp_heun_sample
 from dynamics.schedules import vp_noise_variance, vp_signal_scale
+from dynamics.theory.random_features import (  # ACTIVATIONS: re-exported, the names an activation may take
+    ACTIVATIONS,  # noqa: F401
+    FlowSpectrum,
+    activation_function,
+    equivalence_constants,
+    equivalent_statistics,
+    flow_loss_curve,
+    flow_score_error_curve,
+    flow_spectrum,
+    marginal_variance,
+)
 from dynamics.training import make_train
-from dynamics.validation import ConfigError, require_choice, require_increasing, require_positive_int, require_range
-
-Activation = Callable[[Array], Array]
-
-ACTIVATIONS: dict[str, Activation] = {
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-    "erf": jsp.erf,
-    "sigmoid": jax.nn.sigmoid,
-    "identity": lambda z: z,
-}
-"""Elementwise activations ``g`` by name; ``tanh`` is [BUBM]'s."""
-
-
-def activation_function(name: str) -> Activation:
-    """The activation called ``name`` (a :class:`~dynamics.validation.ConfigError` otherwise)."""
-    return ACTIVATIONS[require_choice("activation", name, ACTIVATIONS)]
+from dynamics.validation import ConfigError
 
 
 def sample_features(key: PRNGKeyArray, dim: int, num_features: int) -> Float[Array, "p d"]:
@@ -108,12 +108,6 @@ def noised(x0: Float[Array, "... d"], xi: Float[Array, "... d"], t: ArrayLike) -
     return vp_signal_scale(t) * x0 + jnp.sqrt(vp_noise_variance(t)) * xi
 
 
-def marginal_variance(t: ArrayLike, data_std: ArrayLike = 1.0) -> Float[Array, "..."]:
-    """``Gamma_t^2 = e^-2t sx^2 + Delta_t``: the variance of ``x_t`` per coordinate for data
-    ``x0 ~ N(0, sx^2 I)``; the exact score is ``-x / Gamma_t^2``."""
-    return jnp.square(vp_signal_scale(t) * data_std) + vp_noise_variance(t)
-
-
 def _noise_draws(key: PRNGKeyArray, num_noise: int, x0: Float[Array, "n d"]) -> Float[Array, "m n d"]:
     """``num_noise`` noise draws for the points ``x0``, the same as :func:`feature_statistics`
     uses for the same ``key`` (so that the Monte Carlo loss and the statistics agree exactly)."""
@@ -129,7 +123,7 @@ def feature_statistics(
     num_noise: int,
     activation: str = "tanh",
 ) -> tuple[Float[Array, "p p"], Float[Array, "p d"]]:
-    """Monte Carlo feature statistics of the training set ``x0`` ([BUBM] eq. (5), THEORY.md 7).
+    """Monte Carlo feature statistics of the training set ``x0`` ([BUBM] eq. (5), docs/theory.md section 7).
 
     ``U = (1/n) sum_nu E_xi[phi phi^T]`` and ``V = (1/n) sum_nu E_xi[phi xi^T]`` with
     ``phi = g(W x_t^nu / sqrt(d))``, each ``E_xi`` replaced by the mean over ``num_noise``
@@ -277,7 +271,7 @@ def quadratic_loss(
 ) -> Float[Array, ""]:
     """``L(A) = 1 + (Delta_t/d) Tr(A^T A U / p) + (2 sqrt(Delta_t)/d) Tr(A V / sqrt(p))``.
 
-    The DSM loss per dimension (THEORY.md 7): the training loss with the training set's
+    The DSM loss per dimension (docs/theory.md section 7): the training loss with the training set's
     ``U, V``, the test loss with ``U, V`` of fresh population data.
     """
     d, p = A.shape
@@ -293,7 +287,7 @@ def gradient_flow_weights(
     """Exact gradient flow of :func:`quadratic_loss` from ``A = 0`` at times ``taus``.
 
     ``A(tau) / sqrt(p) = -(1/sqrt(Delta_t)) V^T U^-1 [I - exp(-(2 Delta_t / psi_p) U tau)]``
-    (THEORY.md 7, [BUBM] eq. (7)) with ``tau = k eta / d^2``: plain gradient descent on
+    (docs/theory.md section 7, [BUBM] eq. (7)) with ``tau = k eta / d^2``: plain gradient descent on
     :func:`quadratic_loss` with step ``eta`` for ``k`` steps converges to it as ``eta -> 0``
     (``A_k / sqrt(p) = B* [I - (I - 2 eta Delta_t U / (d p))^k]``). Evaluated in the
     eigenbasis of ``U``; ``[1 - exp(-r lambda tau)] / lambda`` is taken as ``r tau`` at
@@ -318,7 +312,7 @@ def time_indexed_weights(
     taus: Float[Array, " m"],
 ) -> Float[Array, "m k d p"]:
     """Second layers ``A_k(tau)`` of the time-indexed score: for every OU time node ``t_k`` the
-    exact gradient flow (:func:`gradient_flow_weights`, THEORY.md 7) from ``A = 0`` of the DSM
+    exact gradient flow (:func:`gradient_flow_weights`, docs/theory.md section 7) from ``A = 0`` of the DSM
     loss with the training statistics ``statistics(t_k) -> (U, V)``, read at the common training
     times ``taus`` (``tau = k eta / d^2`` at every node; ``inf`` gives the least-squares
     minimum ``A / sqrt(p) = -V^T U^-1 / sqrt(Delta_t)``, which needs ``U`` positive definite:
@@ -384,25 +378,20 @@ def generate_samples(
     return jax.lax.map(at_tau, weights)
 
 
-def generator_times(time_min: float, time_max: float, num_times: int) -> Float[Array, " k"]:
-    """OU time nodes ``t_1 < ... < t_K`` of the time-indexed score, log-spaced in ``[time_min, time_max]``."""
-    return jnp.geomspace(time_min, time_max, num_times)
+@dataclass(frozen=True)
+class Generator:
+    """Settings of the time-indexed random-features generator of a study (docs/theory.md sections 7-8, [BUBM]
+    sec. 2), shared by the studies that generate (``--generator.samples 64`` on the CLI)."""
 
+    samples: int = setting(0, "generated samples per run for the memorization fraction (0: off)", low=0)
+    taus: tuple[float, ...] = setting((1e2, 1e4, 1e6), "training times tau at which the generator is sampled", low=0.0, low_open=True)
+    time: LogGrid = setting(LogGrid(0.01, 3.0, 6), "OU time nodes of the time-indexed score")
+    steps: int = setting(32, "Heun levels of the probability-flow sampler", low=2)
+    bias: float = setting(1.0, "std of the frozen feature bias (0: [BUBM]'s bias-free features)", low=0.0)
 
-def validate_generator_fields(config) -> None:
-    """Check a study config's generator fields (the names shared by the studies that generate:
-    ``generate_samples`` (0: off), ``generate_taus``, ``generate_time_min``/``max``,
-    ``generate_num_times``, ``generate_steps``, ``generate_bias``); checked even when
-    ``generate_samples = 0``. Raises :class:`dynamics.validation.ConfigError` naming the field."""
-    require_positive_int("generate_samples", config.generate_samples, minimum=0)
-    if not config.generate_taus:
-        raise ConfigError("generate_taus: needs at least one value")
-    require_range("generate_taus", config.generate_taus, low=0.0, low_open=True)
-    require_range("generate_time_min", config.generate_time_min, low=0.0, low_open=True)
-    require_increasing("generate_time_min", config.generate_time_min, "generate_time_max", config.generate_time_max)
-    require_positive_int("generate_num_times", config.generate_num_times, minimum=2)
-    require_positive_int("generate_steps", config.generate_steps, minimum=2)
-    require_range("generate_bias", config.generate_bias, low=0.0)
+    def check(self, path: str) -> None:
+        if not self.taus:
+            raise ConfigError(f"{path}.taus: needs at least one value")
 
 
 def sample_trained_generator(
@@ -419,7 +408,7 @@ def sample_trained_generator(
     num_steps: int = 32,
 ) -> Float[Array, "m s d"]:
     """``num_samples`` samples, for every training time ``taus[i]``, of the time-indexed generator
-    trained on ``train`` (THEORY.md 7-8, [BUBM] sec. 2): node weights by the exact gradient flow
+    trained on ``train`` (docs/theory.md sections 7-8, [BUBM] sec. 2): node weights by the exact gradient flow
     (:func:`time_indexed_weights` with the training statistics ``statistics(t)``), OU states at
     ``t_max = times[-1]`` from a Gaussian with the training set's mean and covariance
     (:func:`dynamics.sampling.vp_gaussian_start`, key ``start_key``; the same start for every
@@ -440,7 +429,7 @@ def monte_carlo_loss(
 ) -> Float[Array, ""]:
     """``(1/(d n m)) sum_nu sum_j ||sqrt(Delta_t) s_A(x_t^{nu j}) + xi^{nu j}||^2`` over
     ``m = num_noise`` fresh noise draws per training point: an unbiased estimate of
-    :func:`quadratic_loss` (the DSM loss of THEORY.md 7)."""
+    :func:`quadratic_loss` (the DSM loss of docs/theory.md section 7)."""
     delta = vp_noise_variance(t)
     xi = _noise_draws(key, num_noise, x0)
     x_t = noised(x0[None, :, :], xi, t)
@@ -537,9 +526,79 @@ def score_error(
     data_std: ArrayLike = 1.0,
     activation: str = "tanh",
 ) -> Float[Array, ""]:
-    """Score error ``E_score = (1/d) E_{x ~ P_t} ||s_A(x) - grad log P_t(x)||^2`` (THEORY.md 7)
+    """Score error ``E_score = (1/d) E_{x ~ P_t} ||s_A(x) - grad log P_t(x)||^2`` (docs/theory.md section 7)
     for Gaussian data ``x0 ~ N(0, data_std^2 I)``, by Monte Carlo over ``num_samples`` points.
     For many ``A`` with the same ``W``, compute :func:`gaussian_score_statistics` once and call
     :func:`gaussian_score_error`."""
     statistics = gaussian_score_statistics(W, t, key, num_samples, data_std, activation)
     return gaussian_score_error(A, *statistics, t, data_std)
+
+
+# ----------------------------------------------------------------------------- a training set's curves
+
+CURVES = ("train_loss", "test_loss", "score_error")
+"""The three curves of a training run (docs/theory.md section 7), in the order of :func:`flow_curves` and :func:`weight_curves`."""
+
+
+class TrainingStatistics(NamedTuple):
+    """What the losses of any second layer ``A`` need: the training set's ``U, V`` (training loss),
+    the population statistics (test loss, score error) and the eigenbasis of ``U`` (the
+    closed-form flow, :func:`dynamics.theory.random_features.flow_spectrum`)."""
+
+    U: Float[Array, "k k"]
+    V: Float[Array, "k d"]
+    population: PopulationStatistics
+    spectrum: FlowSpectrum
+
+
+def training_statistics(
+    W: Float[Array, "p d"],
+    points: Float[Array, "n d"],
+    t: ArrayLike,
+    data_std: ArrayLike = 1.0,
+    activation: str = "tanh",
+    *,
+    order: int = 8,
+    omega: Float[Array, "p n"] | None = None,
+) -> TrainingStatistics:
+    """:class:`TrainingStatistics` of the training set ``data_std * points`` (``points``
+    standardised, Gaussian data ``N(0, data_std^2 I)``).
+
+    Without ``omega``: the features' statistics with the noise averaged exactly
+    (:func:`expected_feature_statistics`, Hermite ``order``) and the exact population statistics
+    (:func:`gaussian_population_statistics`); ``k = p``, cost ``order n p^2`` and a ``p x p``
+    eigendecomposition. With the point-specific features ``omega``: docs/theory.md section 7's
+    Gaussian-equivalent model restricted to its ``k = d + n`` dimensional invariant subspace
+    (:func:`dynamics.theory.random_features.equivalent_statistics`), whose flow curves are exact
+    for that model at any ``p`` for ``O(p k^2)``.
+    """
+    if omega is None:
+        U, V = expected_feature_statistics(W, data_std * points, t, activation, order=order)
+        population = gaussian_population_statistics(W, t, data_std, activation, order=order)
+        return TrainingStatistics(U, V, population, flow_spectrum(U, V))
+    restricted = equivalent_statistics(W, points.T, omega, equivalence_constants(t, data_std, activation), t)
+    population = PopulationStatistics(restricted.population_U, restricted.population_V, restricted.phi_x)
+    return TrainingStatistics(restricted.U, restricted.V, population, flow_spectrum(restricted.U, restricted.V, W.shape[0]))
+
+
+def flow_curves(statistics: TrainingStatistics, t: ArrayLike, taus: Float[Array, " k"], data_std: ArrayLike = 1.0) -> Float[Array, "3 k"]:
+    """:data:`CURVES` of the exact gradient flow from ``A = 0`` (:func:`gradient_flow_weights`) at
+    ``taus``, evaluated in the eigenbasis of ``U`` without forming the weights."""
+    spectrum, population = statistics.spectrum, statistics.population
+    return jnp.stack([
+        flow_loss_curve(spectrum, statistics.U, statistics.V, t, taus),
+        flow_loss_curve(spectrum, population.U, population.V, t, taus),
+        flow_score_error_curve(spectrum, population.U, population.phi_x, t, taus, data_std),
+    ])
+
+
+def weight_curves(weights: Float[Array, "k d p"], statistics: TrainingStatistics, t: ArrayLike, data_std: ArrayLike = 1.0) -> Float[Array, "3 k"]:
+    """:data:`CURVES` of given second layers ``weights[i]`` (e.g. recorded by a trainer):
+    :func:`quadratic_loss` with the training and population statistics, :func:`gaussian_score_error`."""
+    population = statistics.population
+    curves = lambda A: jnp.stack([
+        quadratic_loss(A, statistics.U, statistics.V, t),
+        quadratic_loss(A, population.U, population.V, t),
+        gaussian_score_error(A, population.U, population.phi_x, t, data_std),
+    ])
+    return jax.vmap(curves)(weights).T

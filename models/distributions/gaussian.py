@@ -44,6 +44,28 @@ def validate_covariance(cov: ArrayLike, field: str = "covariance") -> np.ndarray
     return require_psd(field, cov)
 
 
+def load_covariance(path: str, field: str = "covariance") -> np.ndarray:
+    """A positive-definite covariance from a ``.npy`` file, checked on the host: a
+    :class:`~dynamics.validation.ConfigError` naming ``field`` if it cannot be read, is not
+    symmetric positive semi-definite, or has a zero eigenvalue."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{field}: cannot read {path!r} as a .npy matrix ({error})") from None
+    matrix = validate_covariance(loaded, field)
+    smallest = float(np.linalg.eigvalsh(matrix).min())
+    if smallest <= 0:
+        raise ConfigError(f"{field}: must be positive definite; smallest eigenvalue {smallest:.3g}")
+    return matrix
+
+
+def symmetric_log_power(num: int, low: ArrayLike, high: ArrayLike) -> Float[Array, " num"]:
+    """Power per DFT frequency of a real stationary signal of ``num`` pixels, log-spaced from
+    ``high`` at frequency 0 to ``low`` at the Nyquist frequency (``p_k = p_{num-k}``); traceable
+    in ``low`` and ``high``."""
+    return jnp.geomspace(high, low, num // 2 + 1)[np.minimum(np.arange(num), num - np.arange(num))]
+
+
 def log_spaced_spectrum(num: int, lam_min: float, lam_max: float) -> Float[Array, " num"]:
     """``num`` variances log-spaced in ``[lam_min, lam_max]`` (increasing)."""
     validate_spectrum([lam_min, lam_max], "lam_min/lam_max")

@@ -29,6 +29,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from dynamics.sampling import pf_ode_sample
+from dynamics.status import Solved
 from dynamics.schedules import SIGMA_MAX, SIGMA_MIN, vp_noise_variance, vp_signal_scale
 from dynamics.validation import (
     ConfigError,
@@ -226,11 +227,11 @@ def sample_pf_ode(
     sigma_min: float = SIGMA_MIN,
     rtol: float = 1e-6,
     atol: float = 1e-6,
-) -> Float[Array, "n d"]:
+) -> Solved:
     """``num`` samples by the probability-flow ODE with the exact denoiser (diffrax, log sigma;
     :func:`dynamics.sampling.pf_ode_sample`), started from the exact noised law at ``sigma_max``
     (the mixture with covariances ``C_c + sigma_max^2 I``), so the only error is the solver's.
-    Returns ``x(sigma_min)``: the data law smoothed by ``sigma_min``."""
+    Returns ``Solved(x(sigma_min)[n, d], status[n])``: the data law smoothed by ``sigma_min``."""
     x_T, _ = sample(key, noised_at_sigma(mixture, sigma_max), num)
     denoise = jax.tree_util.Partial(exact_denoiser, mixture)
     solve = lambda x: pf_ode_sample(denoise, x, sigma_max=sigma_max, sigma_min=sigma_min, rtol=rtol, atol=atol)

@@ -1,12 +1,12 @@
-"""EDM recipe (THEORY.md 6): preconditioning identities, loss, training through make_train,
-convergence of a learned nonlinear denoiser to the optimal linear one, Heun vs diffrax order."""
+"""EDM recipe (docs/theory.md section 6): preconditioning identities, loss, training through make_train,
+convergence of a learned nonlinear denoiser to the optimal linear one, Heun vs diffrax order, edm.generate."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import edm
+from dynamics import edm, status
 from dynamics.sampling import heun_sample, pf_ode_sample
 from dynamics.schedules import karras_sigmas
 from dynamics.theory import linear
@@ -112,7 +112,7 @@ def test_vmapped_seeds_equal_separate_runs():
 def test_learned_denoiser_converges_to_the_optimal_linear_denoiser_at_high_sigma():
     """On Gaussian data the Bayes denoiser is W* = C (C + sigma^2 I)^-1; the trained MLP-UNet's
     Jacobian at noisy points approaches it (relative Frobenius error), and the error shrinks with
-    training ([WP] sec. 6; THEORY.md 6)."""
+    training ([WP] sec. 6; docs/theory.md section 6)."""
     data, rotation, lam = _gaussian_problem()
     records = (0, 30, 300, 6000)
     model, denoise, trajectory, _, _ = _train_mlp(data, 6000, records)
@@ -156,3 +156,28 @@ def test_heun_converges_to_adaptive_diffrax_at_second_order():
     assert 1.9 < order < 2.25, (order, errors)
     local = -np.diff(np.log(errors))[-1] / np.log(2)
     assert abs(local - 2.0) < 0.1, (local, errors)
+
+
+def test_generate_with_heun_or_the_adaptive_solver_within_its_budget():
+    """edm.generate on a denoiser whose network makes D = lam / (lam + sigma^2) x exactly: the
+    adaptive PF-ODE lands on the exact map x_T sqrt((lam + smin^2) / (lam + smax^2)), Heun
+    within its discretisation error; a step budget too small ends the solve with that status."""
+    lam = jnp.array([0.05, 1.0, 4.0])
+
+    def network(params, x_in, c_noise):
+        sigma = jnp.exp(4.0 * c_noise)
+        c = edm.preconditioning(sigma)
+        x = x_in / c.c_in
+        return (linear.optimal_weight(lam, sigma) * x - c.c_skip * x) / c.c_out
+
+    denoise = edm.precondition(network)
+    x_T = 80.0 * jax.random.normal(jax.random.key(1), (3,))
+    exact = x_T * jnp.sqrt((lam + 0.002**2) / (lam + 80.0**2))
+    adaptive = edm.generate(denoise, None, x_T, heun_steps=None, rtol=1e-8)
+    assert int(adaptive.status) == status.OK
+    np.testing.assert_allclose(adaptive.value, exact, rtol=1e-6)
+    heun = edm.generate(denoise, None, x_T, heun_steps=64)
+    assert int(heun.status) == status.OK
+    np.testing.assert_allclose(heun.value, heun_sample(lambda x, s: denoise(None, x, s), x_T, karras_sigmas(64)), rtol=1e-14)
+    assert float(jnp.max(jnp.abs(heun.value / exact - 1))) < 1e-2
+    assert int(edm.generate(denoise, None, x_T, heun_steps=None, rtol=1e-8, max_steps=4).status) == status.MAX_STEPS

@@ -14,8 +14,9 @@ def assert_scan_equals_runs(study, config, path: str, values: list, *, rtol: flo
     ``diffdyn run`` at each value, output by output; returns the scanned dataset."""
     scanned = runner.execute(study, config, {path: values}, progress=False).dataset
     dim = path.replace(".", "_")
+    grid = configs.field_info(type(config), path).grid
     for value in values:
-        alone = runner.execute(study, configs.replace(config, {path: value}), progress=False).dataset
+        alone = runner.execute(study, configs.replace(config, {path: (value,) if grid else value}), progress=False).dataset
         swept = scanned.sel({dim: value}, drop=True)
         assert set(swept.data_vars) == set(alone.data_vars)
         for name in alone.data_vars:

@@ -1,53 +1,53 @@
-"""The class-imbalance study (reconstruction of [N] on [BUBM], THEORY.md 8): per-class curves,
-times, the phase map and the reversal statement."""
+"""The class-imbalance study (reconstruction of [N] on [BUBM], docs/theory.md section 8): per-class
+curves, the order of learning, the summary, scans and bad input."""
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import assert_fails_early, assert_scan_equals_runs
 
-from dynamics import sweep
-from dynamics.validation import ConfigError
-from experiments import class_imbalance, cli
+from dynamics.config import LogGrid
+from experiments import class_imbalance, cli, runner
+from models.classes import ClassProblem
 
-SMALL = class_imbalance.Config(variance_ratios=(1.0, 4.0), centroid_norms=(1.0,), imbalance_ratios=(1.0,), seeds=1, num_tau=49)
+# the quick preset's model (d = 16, p = 128, n_0 = 32, t = 0.5) at balance, one seed
+SMALL = class_imbalance.Config(variance_ratio=(1.0, 4.0), centroid_norm=(1.0,), imbalance_ratio=(1.0,), problem=ClassProblem(tau=LogGrid(1e-3, 1e6, 49)))
 
 
 @pytest.fixture(scope="module")
-def result():
-    dataset = class_imbalance.run(SMALL)
-    return dataset, class_imbalance.summary(dataset, SMALL)
+def small_run():
+    return class_imbalance.run(SMALL)
 
 
-def test_per_class_curves(result):
-    dataset, _ = result
-    assert dataset.test_loss.dims == ("seed", "variance_ratio", "centroid_norm", "imbalance_ratio", "class_", "tau")
-    # A(0) = 0 gives L = 1 for every class; tau_min = 1e-3 is ~1e-3 of the fastest time scale.
+def test_per_class_curves(small_run):
+    dataset = small_run
+    assert dataset.test_loss.dims == ("variance_ratio", "centroid_norm", "imbalance_ratio", "seed", "class_", "tau")
+    assert dataset["count"].dtype == np.int32 and (dataset["count"] == 32).all()
+    # A(0) = 0 gives L = 1 for every class; tau = 1e-3 is ~1e-3 of the fastest time scale.
     np.testing.assert_allclose(dataset.train_loss.isel(tau=0), 1.0, atol=5e-3)
     # Gradient flow decreases the training objective: the count-weighted sum of class train losses.
-    counts = dataset["count"] / dataset["count"].sum("class_")
-    total = (dataset.train_loss * counts).sum("class_")
-    assert float(total.diff("tau").max()) < 1e-12
+    shares = dataset["count"] / dataset["count"].sum("class_")
+    assert float((dataset.train_loss * shares).sum("class_").diff("tau").max()) < 1e-12
     # Memorization: at the end each class's train loss is below its test loss.
     assert float((dataset.test_loss - dataset.train_loss).isel(tau=-1).min()) > 0
 
 
-def test_order_of_learning(result):
-    dataset, summary = result
-    times = dataset.generalization_time.isel(seed=0, centroid_norm=0)
-    # Identical classes at balance generalize together (finite-sample noise only).
-    equal = times.sel(variance_ratio=1.0, imbalance_ratio=1.0)
+def test_higher_variance_class_is_learned_first(small_run):
+    """Identical classes generalize together (finite-sample noise only); the 4x-variance class
+    generalizes in < 0.7 of class 0's time ([N]'s primary claim); the summary says so."""
+    times = small_run.generalization_time.isel(seed=0, centroid_norm=0, imbalance_ratio=0)
+    equal = times.sel(variance_ratio=1.0)
     assert abs(np.log(float(equal.sel(class_="class_1") / equal.sel(class_="class_0")))) < np.log(1.2)
-    # The higher-variance class is learned first at balance ([N]'s primary claim).
-    high = times.sel(variance_ratio=4.0, imbalance_ratio=1.0)
+    high = times.sel(variance_ratio=4.0)
     assert float(high.sel(class_="class_1")) < 0.7 * float(high.sel(class_="class_0"))
-    assert summary["higher_variance_learned_first_at_balance"] is True
-    rows = {(r["variance_ratio"], r["centroid_norm"]): r for r in summary["rows"]}
-    assert set(rows[(4.0, 1.0)]) >= {"learned_reversal_ratio", "memorized_reversal_ratio", "learned_first_at_balance"}
-    assert summary["grid"]["imbalance_ratios (n_1/n_0)"] == [1.0]
-    assert rows[(4.0, 1.0)]["learned_reversal_ratio"] is None  # one ratio: nothing can reverse
+    assert int(small_run.learned_first.sel(variance_ratio=4.0).item()) == 1
+    summary = class_imbalance.summarize(small_run, SMALL)
+    assert summary.values["higher_variance_learned_first_at_balance"] is True
+    learned = [row for row in summary.rows if row.quantity == "class learned first" and row.where.startswith("sigma_1^2/sigma_0^2=4")]
+    assert [(row.measured, row.predicted) for row in learned] == [("class_1", "class_1")]
+    assert "order reverses at n_1/n_0 = none in grid" in learned[0].note  # one ratio: nothing can reverse
 
 
 def test_reversal_ratio():
@@ -57,101 +57,80 @@ def test_reversal_ratio():
 
 
 def test_cli_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setattr(class_imbalance, "PRESETS", {"quick": SMALL, "paper": class_imbalance.PRESETS["paper"]})
+    monkeypatch.setitem(class_imbalance.PRESETS, "quick", SMALL)
     out = tmp_path / "run"
     assert cli.main(["run", "class-imbalance", "--out", str(out)]) == 0  # SMALL again: compiled programs reused
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["higher_variance_learned_first_at_balance"] is True
-    assert (out / "results.nc").exists() and (out / "summary.md").exists()
+    assert summary["higher_variance_learned_first_at_balance"] is True and summary["balance"] == 1.0
+    assert summary["sweep"]["runs"] == 2 and summary["sweep"]["failed"] == {}
+    for name in ("results.nc", "summary.md", "phase_map.png", "class_curves.png"):
+        assert (out / name).is_file(), name
+    assert "| class learned first | sigma_1^2/sigma_0^2=4, mu~_1=1, n_1/n_0=1 | class_1 | class_1 |" in (out / "summary.md").read_text()
+
+
+def test_scan_equals_runs(small_run):
+    """``diffdyn scan --grid centroid_norm_0=1,1.5``: one program; each slice equals the run at
+    that value, and the one at the config's value equals ``small_run``."""
+    scanned = assert_scan_equals_runs(class_imbalance, SMALL, "centroid_norm_0", [1.0, 1.5])
+    assert scanned.test_loss.dims == ("variance_ratio", "centroid_norm", "imbalance_ratio", "centroid_norm_0", "seed", "class_", "tau")
+    xr.testing.assert_allclose(scanned.test_loss.sel(centroid_norm_0=1.0, drop=True), small_run.test_loss, rtol=1e-12)
+    assert not np.allclose(scanned.test_loss.sel(centroid_norm_0=1.5), scanned.test_loss.sel(centroid_norm_0=1.0))
+
+
+def test_class_weight_delays_the_weighted_class(small_run):
+    """A loss weight w_1 = 4 on class 1 (a scan: the same program as the centroid scan) raises
+    tau_gen,1 / tau_gen,0 at every variance ratio (measured 1.017 -> 1.079 and 0.509 -> 0.558):
+    the direction in which the inverse-design study weights a late class *down*."""
+    scanned = runner.execute(class_imbalance, SMALL, {"class_weight": [1.0, 4.0]}, progress=False).dataset.isel(seed=0, centroid_norm=0, imbalance_ratio=0)
+    times = scanned.generalization_time
+    ratio = times.sel(class_="class_1") / times.sel(class_="class_0")
+    assert bool((ratio.sel(class_weight=4.0) > 1.05 * ratio.sel(class_weight=1.0)).all()), ratio.values
+    xr.testing.assert_allclose(times.sel(class_weight=1.0, drop=True), small_run.generalization_time.isel(seed=0, centroid_norm=0, imbalance_ratio=0), rtol=1e-12)
 
 
 @pytest.mark.parametrize(
     "arguments, field",
     [
-        (["--imbalance-ratios", "0.001"], "imbalance_ratios"),
-        (["--class-weights", "1.0"], "class_weights"),
-        (["--variance-ratios", "0,1"], "variance_ratios"),
-        (["--activation", "cubic"], "activation"),
+        (["--imbalance-ratio", "0.001"], "imbalance_ratio"),
+        (["--imbalance-ratio", "1,1"], "imbalance_ratio"),
+        (["--class-weight", "0"], "class_weight"),
+        (["--variance-ratio", "0,1"], "variance_ratio"),
+        (["--centroid-norm", "-1"], "centroid_norm"),
+        (["--time", "0"], "time"),
+        (["--problem.activation", "cubic"], "problem.activation"),
+        (["--problem.dim", "1"], "problem.dim"),
+        (["--problem.tau.low", "1e7"], "problem.tau.low"),
+        (["--generator.samples", "-1"], "generator.samples"),
+        (["--generator.taus", "0,1e3"], "generator.taus"),
+        (["--generator.time.low", "2", "--generator.time.high", "1"], "generator.time.low"),
+        (["--generator.steps", "1"], "generator.steps"),
+        (["--generator.bias", "-0.5"], "generator.bias"),
     ],
 )
 def test_bad_input_fails_early(tmp_path, capsys, arguments, field):
-    assert cli.main(["run", "class-imbalance", "--out", str(tmp_path / "x"), *arguments]) == 2
-    assert capsys.readouterr().err.startswith(f"diffdyn: error: {field}:")
-    assert not (tmp_path / "x").exists()
+    assert_fails_early(capsys, tmp_path, "class-imbalance", arguments, field)
+
+
+@pytest.mark.parametrize(
+    "arguments, field",
+    [
+        (["--grid", "imbalance_ratio=1,0.01"], "imbalance_ratio"),
+        (["--grid", "time=0.1,-1"], "time"),
+        (["--grid", "seed=0,1"], "seed"),
+    ],
+)
+def test_bad_scan_input_fails_early(tmp_path, capsys, arguments, field):
+    assert_fails_early(capsys, tmp_path, "class-imbalance", arguments, field, command="scan")
 
 
 @pytest.mark.slow
 def test_quick_preset_phase_map():
+    """The quick preset (24 runs, ~1 min): the higher-variance class is learned and memorized
+    first at balance (at t = 0.5; at t = 0.1 it is memorized later); reversals lie in the grid."""
     config = class_imbalance.PRESETS["quick"]
-    dataset = class_imbalance.run(config)
-    summary = class_imbalance.summary(dataset, config)
+    summary = class_imbalance.summarize(class_imbalance.run(config), config).values
     assert summary["higher_variance_learned_first_at_balance"] is True
-    assert summary["higher_variance_memorized_first_at_balance"] is True  # at t = 0.5 (not at t = 0.1)
-    # Every reversal ratio reported lies inside the searched grid.
-    ratios = config.imbalance_ratios
-    for row in summary["rows"]:
-        for key in ("learned_reversal_ratio", "memorized_reversal_ratio"):
-            assert row[key] is None or min(ratios) < row[key] < max(ratios)
-
-
-SCAN_TINY = ["--dim", "8", "--num-features", "32", "--base-count", "8", "--num-noise", "4", "--num-test", "32",
-             "--test-noise", "2", "--num-tau", "24", "--imbalance-ratios", "1"]
-
-
-def test_scan_runs_equal_the_study_runs(tmp_path):
-    """``diffdyn scan class-imbalance``: variance ratio and centroid norm traced in one program;
-    run (point, seed) equals run()'s entry bit for bit (same keys, same operations)."""
-    out = tmp_path / "scan"
-    grid = ["--grid", "variance_ratios=1,4", "--grid", "centroid_norms=1,2", "--seeds", "2"]
-    assert cli.main(["scan", "class-imbalance", "--out", str(out), *SCAN_TINY, *grid]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["runs"] == 8 and summary["programs"] == 1 and summary["diverged"] == 0
-    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as scanned:
-        scanned = scanned.load()
-    assert scanned.test_loss.dims == ("variance_ratios", "centroid_norms", "seed", "class_", "tau")
-    config = dataclasses.replace(cli.build_config(class_imbalance, "quick", SCAN_TINY), variance_ratios=(1.0, 4.0), centroid_norms=(1.0, 2.0), seeds=2)
-    study = class_imbalance.run(config).isel(imbalance_ratio=0)
-    names = {"variance_ratios": "variance_ratio", "centroid_norms": "centroid_norm"}
-    for name in ("train_loss", "test_loss", "generalization_time", "memorization_time"):
-        swept = scanned[name].rename(names).transpose(*study[name].dims)
-        np.testing.assert_allclose(swept, study[name], rtol=1e-12, atol=0)
-    class_1_first = lambda times: (times.sel(class_="class_1") < times.sel(class_="class_0")).astype(int)
-    np.testing.assert_array_equal(scanned.learned_first.rename(names).transpose("seed", ...), class_1_first(study.generalization_time))
-    np.testing.assert_array_equal(scanned.memorized_first.rename(names).transpose("seed", ...), class_1_first(study.memorization_time))
-
-
-def test_scan_generated_memorization_equals_the_study(tmp_path):
-    """With ``--generate-samples`` a scan run also reports the per-class and total copy fractions
-    of the generated samples, equal to :func:`class_imbalance.run`'s entry (same keys)."""
-    generator = ["--generate-samples", "16", "--generate-taus", "1e3,1e8", "--generate-num-times", "3", "--generate-steps", "8", "--num-features", "128"]
-    out = tmp_path / "scan"
-    assert cli.main(["scan", "class-imbalance", "--out", str(out), *SCAN_TINY, *generator, "--centroid-norms", "1", "--grid", "variance_ratios=1,4", "--seeds", "1"]) == 0
-    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as scanned:
-        scanned = scanned.load()
-    assert scanned.memorization_fraction_generated.dims == ("variance_ratios", "seed", "class_", "tau_sample")
-    np.testing.assert_array_equal(scanned.tau_sample, [1e3, 1e8])
-    config = dataclasses.replace(cli.build_config(class_imbalance, "quick", SCAN_TINY + generator), variance_ratios=(1.0, 4.0), centroid_norms=(1.0,), seeds=1)
-    study = class_imbalance.run(config).isel(imbalance_ratio=0, centroid_norm=0)
-    for name in ("memorization_fraction_generated", "memorization_fraction_generated_total"):
-        swept = scanned[name].rename(variance_ratios="variance_ratio").transpose(*study[name].dims)
-        np.testing.assert_allclose(swept, study[name], rtol=1e-12, atol=0)
-    total = scanned.memorization_fraction_generated_total
-    assert float(total.sel(tau_sample=1e8).min()) > float(total.sel(tau_sample=1e3).max())  # copying grows with training
-
-
-@pytest.mark.parametrize(
-    "grid, overrides, field",
-    [
-        ({"class_weights": ["2"]}, {}, "class_weights"),  # a pair: not sweepable
-        ({"variance_ratios": ["1", "4"]}, {"centroid_norms": (1.0, 2.0)}, "centroid_norms"),  # one norm per run
-        ({"activation": ["tanh"]}, {}, "activation"),  # not numeric
-        ({"imbalance_ratios": ["1", "0.01"]}, {}, "imbalance_ratios"),  # no class-1 training point
-    ],
-)
-def test_bad_scan_grids_fail_before_any_compile(grid, overrides, field):
-    point = {"variance_ratios": (4.0,), "centroid_norms": (1.0,), "imbalance_ratios": (1.0,)}
-    config = class_imbalance.Config(**{**point, **overrides})
-    before = sweep.TRACES[class_imbalance.__name__]
-    with pytest.raises(ConfigError, match=rf"^(grid: )?{field}\b"):
-        sweep.sweep(class_imbalance, config, grid, seeds=2, progress=False)
-    assert sweep.TRACES[class_imbalance.__name__] == before
+    assert summary["higher_variance_memorized_first_at_balance"] is True
+    ratios = config.imbalance_ratio
+    for entry in summary["points"]:
+        assert entry["reversal_ratio"] is None or min(ratios) < entry["reversal_ratio"] < max(ratios)

@@ -1,4 +1,4 @@
-"""Random-features score model ([BUBM], THEORY.md 7): statistics, closed-form flow vs GD, trainers."""
+"""Random-features score model ([BUBM], docs/theory.md section 7): statistics, closed-form flow vs GD, trainers."""
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +158,21 @@ def test_score_error_quadratic_form_equals_direct_average():
     direct += 1 / gamma2 - np.mean(np.sum(x**2, axis=1)) / (D * gamma2**2)  # E|x|^2 exactly
     np.testing.assert_allclose(rf.score_error(A, W, T, key, num, std), direct, rtol=1e-11)
     np.testing.assert_allclose(rf.score_error(0 * A, W, T, key, num, std), 1 / gamma2, rtol=1e-12)
+
+
+def test_training_curves_in_the_eigenbasis_equal_those_of_the_flow_weights():
+    """rf.flow_curves (the closed form in U's eigenbasis, no weights formed) equals rf.weight_curves
+    of rf.gradient_flow_weights, curve by curve (train loss, test loss, score error), with the
+    exact statistics of rf.training_statistics; at A = 0 the curves are 1, 1 and 1/Gamma_t^2."""
+    W = rf.sample_features(jax.random.key(0), D, P)
+    std = 1.4
+    stats = rf.training_statistics(W, jax.random.normal(jax.random.key(1), (N, D)), T, std)
+    np.testing.assert_allclose(stats.U, rf.expected_feature_statistics(W, std * jax.random.normal(jax.random.key(1), (N, D)), T)[0], rtol=1e-12)
+    taus = jnp.concatenate([jnp.zeros(1), jnp.geomspace(0.1, 1e4, 6)])
+    weights = rf.gradient_flow_weights(stats.U, stats.V, T, taus)
+    curves = rf.flow_curves(stats, T, taus, std)
+    np.testing.assert_allclose(curves, rf.weight_curves(weights, stats, T, std), rtol=1e-10)
+    np.testing.assert_allclose(curves[:, 0], [1.0, 1.0, 1.0 / (np.exp(-2 * T) * std**2 + vp_noise_variance(T))], rtol=1e-12)
 
 
 def test_monte_carlo_trainer_vmaps_over_seeds_times_and_learning_rates(problem):

@@ -1,4 +1,4 @@
-"""Time-indexed random-features generator (THEORY.md 7-8, [BUBM] sec. 2): the OU-time sampler
+"""Time-indexed random-features generator (docs/theory.md sections 7-8, [BUBM] sec. 2): the OU-time sampler
 against the exact Gaussian-mixture flow, the biased features, and the memorization fraction of
 generated samples against the training time tau."""
 

@@ -1,4 +1,4 @@
-"""Random-features theory (THEORY.md 7): Gaussian-equivalence constants, spectrum of U, curves."""
+"""Random-features theory (docs/theory.md section 7): Gaussian-equivalence constants, spectrum of U, curves."""
 
 import math
 
@@ -34,7 +34,7 @@ def test_erf_constants_match_closed_forms(t, std):
 
 
 def test_tanh_constants_match_monte_carlo():
-    """THEORY.md 7 formulas by direct Monte Carlo over (u, v, w), 2e6 draws."""
+    """docs/theory.md section 7 formulas by direct Monte Carlo over (u, v, w), 2e6 draws."""
     c = th.equivalence_constants(T)
     u, v, w = np.random.default_rng(0).standard_normal((3, 2_000_000))
     signal, noise = np.exp(-T), np.sqrt(float(vp_noise_variance(T)))
@@ -92,7 +92,7 @@ def test_theory_edges_and_time_scales():
     scales = [th.time_scales(c, T, 64.0, psi_n) for psi_n in (4.0, 32.0)]
     assert scales[0]["tau_gen"] == scales[1]["tau_gen"]  # independent of n
     np.testing.assert_allclose(scales[0]["tau_mem"], 64.0 / (delta * low), rtol=1e-12)
-    # the tanh constants at t = 0.1 give the THEORY.md-edge slope ~1 over psi_n in 4..32
+    # the tanh constants at t = 0.1 give the docs/theory.md-edge slope ~1 over psi_n in 4..32
     slope = math.log(scales[1]["tau_mem"] / scales[0]["tau_mem"]) / math.log(8.0)
     assert 0.9 < slope < 1.2
 
@@ -116,7 +116,7 @@ def test_flow_curves_equal_losses_of_the_flow_weights():
 
 
 def _dense_equivalent_model(W, X, Omega, c, t):
-    """The Gaussian-equivalent model's p x p statistics written out (THEORY.md 7)."""
+    """The Gaussian-equivalent model's p x p statistics written out (docs/theory.md section 7)."""
     d, n = X.shape
     M = W @ W.T / d
     G = c.a * jnp.sqrt(c.signal2) * W @ X / math.sqrt(d) + jnp.sqrt(c.v2) * Omega
@@ -127,16 +127,19 @@ def _dense_equivalent_model(W, X, Omega, c, t):
     return U, c.b * W / math.sqrt(d), population_U, c.a * gamma2 * W / math.sqrt(d)
 
 
-def test_equivalent_statistics_restriction_is_exact():
+@pytest.mark.parametrize("p", [60, 14])
+def test_equivalent_statistics_restriction_is_exact(p):
     """The (d + n)-dim restriction gives the dense equivalent model's flow curves (train, test,
-    score error) to rounding, and its spectrum plus s_t^2 off the subspace; p = 60 > d + n = 18."""
-    d, p, n, t, std = 6, 60, 12, 0.3, 1.4
+    score error) to rounding, and its spectrum plus s_t^2 off the subspace (full_eigenvalues):
+    p = 60 > d + n = 18; at p = 14 < d + n the subspace is the whole space."""
+    d, n, t, std = 6, 12, 0.3, 1.4
+    k = min(d + n, p)
     c = th.equivalence_constants(t, std)
     W = rf.sample_features(jax.random.key(0), d, p)
     X, Omega = jax.random.normal(jax.random.key(1), (d, n)), jax.random.normal(jax.random.key(2), (p, n))
     U, V, population_U, phi_x = _dense_equivalent_model(W, X, Omega, c, t)
     restricted = th.equivalent_statistics(W, X, Omega, c, t)
-    assert restricted.U.shape == (d + n, d + n) and restricted.phi_x.shape == (d + n, d)
+    assert restricted.U.shape == (k, k) and restricted.phi_x.shape == (k, d)
     dense, small = th.flow_spectrum(U, V), th.flow_spectrum(restricted.U, restricted.V, p)
     taus = jnp.geomspace(1e-2, 1e6, 9)
     for second, cross, small_second, small_cross in [(U, V, restricted.U, restricted.V), (population_U, V, restricted.population_U, restricted.population_V)]:
@@ -144,8 +147,7 @@ def test_equivalent_statistics_restriction_is_exact():
         np.testing.assert_allclose(th.flow_loss_curve(small, small_second, small_cross, t, taus), expected, rtol=1e-10)
     expected = th.flow_score_error_curve(dense, population_U, phi_x, t, taus, std)
     np.testing.assert_allclose(th.flow_score_error_curve(small, restricted.population_U, restricted.phi_x, t, taus, std), expected, rtol=1e-10)
-    padded = np.sort(np.concatenate([small.eigenvalues, np.full(p - d - n, float(c.s2))]))
-    np.testing.assert_allclose(padded, dense.eigenvalues, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(th.full_eigenvalues(small.eigenvalues, p, c.s2), dense.eigenvalues, rtol=1e-10, atol=1e-12)
 
 
 def test_equivalent_population_statistics_approach_the_exact_ones():
