@@ -1,10 +1,10 @@
 """Measurements on generated distributions: variance per eigenmode, emergence times, fits, KL.
 
-Conventions (THEORY.md sections 2 and 6, [WP] = Wang & Pehlevan, arXiv 2503.03206):
+Conventions (docs/theory.md sections 2 and 6, [WP] = Wang & Pehlevan, arXiv 2503.03206):
 
 * A mode is a column ``u_k`` of an orthonormal (real) or unitary (complex, e.g. Fourier) basis;
   the generated variance along it is ``lambda~_k = u_k^H C u_k``, real.
-* Time ``tau`` is training time (learning rate x steps, THEORY.md section 1); emergence times
+* Time ``tau`` is training time (learning rate x steps, docs/theory.md section 1); emergence times
   are in whatever unit the recorded ``taus`` use.
 * Emergence time ``tau*_k`` ([WP] sec. 3-4): the first recorded time at which ``lambda~_k(tau)``
   crosses the geometric mean ``sqrt(v0 lambda_k)`` (or the harmonic mean
@@ -92,7 +92,7 @@ def emergence_time(
     against ``log variance`` between that record and the one before; it is ``taus[0]`` if the
     very first record is already past it and NaN if the trajectory never crosses.
     ``taus`` (increasing) and ``variance`` must be positive. Pure ``jnp``: vmap over modes and
-    jit freely ([WP] sec. 3-4, THEORY.md section 2). Returns ``(tau_star, rising)``.
+    jit freely ([WP] sec. 3-4, docs/theory.md section 2). Returns ``(tau_star, rising)``.
     """
     threshold, rising = _threshold_and_direction(taus, variance, target, criterion, initial)
     crossed = jnp.where(rising, variance >= threshold, variance <= threshold)
@@ -249,12 +249,55 @@ def _flat_like(array, over: str, label, like) -> np.ndarray:
     return xr.broadcast(chosen, like)[0].transpose(*like.dims).values.ravel()
 
 
+def censored_power_law(x: ArrayLike, y: ArrayLike, limit: float, *, draws: int = 200, seed: int = 0) -> dict:
+    """Fit ``y = exp(intercept) x^slope`` to right-censored positive measurements ``y[group,
+    replica]`` at ``x[group]`` (host, numpy/scipy): maximum likelihood of ``ln y = intercept +
+    slope ln x + scale eps``, ``eps ~ N(0, 1)``, where a non-finite ``y`` (e.g. a run that never
+    reached a threshold within its budget) only says ``y > limit`` (Tobit regression). Unlike a
+    fit of per-group medians, a group where most replicas are censored still counts, as the lower
+    bound it is. Values <= 0 (e.g. reached at the start) count as the smallest positive one.
+
+    Returns ``slope``, ``intercept``, ``scale``, ``ci`` (2.5 and 97.5 percentiles over ``draws``
+    bootstrap resamples of the replicas within each group, numpy seed ``seed``) and ``censored``
+    per group; NaN slope with fewer than two groups holding an uncensored value."""
+    from scipy import optimize, stats
+
+    y = np.asarray(y, dtype=float)
+    x = np.broadcast_to(np.log(np.asarray(x, dtype=float))[:, None], y.shape)
+    censored = ~np.isfinite(y)
+    floor = np.min(y[~censored & (y > 0)], initial=limit)
+    log_y = np.log(np.where(censored, limit, np.maximum(y, floor)))
+
+    def fit(log_y, censored):
+        if len(np.unique(x[~censored])) < 2:
+            return np.full(3, np.nan)
+
+        def negative_log_likelihood(params):
+            intercept, slope, log_scale = params
+            mean, scale = intercept + slope * x, np.exp(log_scale)
+            return -(stats.norm.logpdf(log_y[~censored], mean[~censored], scale).sum() + stats.norm.logsf(log_y[censored], mean[censored], scale).sum())
+
+        slope, intercept = np.polyfit(x[~censored], log_y[~censored], 1)
+        start = (intercept, slope, np.log(np.std(log_y[~censored]) + 1e-3))
+        return optimize.minimize(negative_log_likelihood, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000}).x
+
+    intercept, slope, log_scale = fit(log_y, censored)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(draws):
+        pick = rng.integers(0, y.shape[1], y.shape)
+        boot.append(fit(np.take_along_axis(log_y, pick, axis=1), np.take_along_axis(censored, pick, axis=1))[1])
+    boot = np.asarray(boot)[np.isfinite(boot)]
+    ci = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))] if boot.size else [np.nan, np.nan]
+    return {"slope": float(slope), "intercept": float(intercept), "scale": float(np.exp(log_scale)), "ci": ci, "censored": censored.sum(axis=1).tolist()}
+
+
 @jax.jit
 def kl_per_mode(variance: ArrayLike, target: ArrayLike) -> Float[Array, "..."]:
     """``KL(N(0, variance) || N(0, target)) = (r - 1 - ln r) / 2`` per mode, ``r = variance/target``
 
     Summed over the eigenmodes this is the KL between the generated and data Gaussians when
-    both are diagonal in the same basis (THEORY.md section 2).
+    both are diagonal in the same basis (docs/theory.md section 2).
     """
     ratio = jnp.asarray(variance) / jnp.asarray(target)
     return 0.5 * (ratio - 1.0 - jnp.log(ratio))
@@ -307,7 +350,7 @@ def first_reach_time(taus: Float[Array, " t"], curve: Float[Array, " t"], level:
 
 
 # ----------------------------------------------------------------------------- classes and memorization
-# Per-class measures of THEORY.md 7-8 ([BUBM] generalization/memorization times, [N] per class).
+# Per-class measures of docs/theory.md 7-8 ([BUBM] generalization/memorization times, [N] per class).
 
 
 def per_class_curves(loss, trajectory, statistics) -> Float[Array, "k t"]:
@@ -323,7 +366,7 @@ def per_class_curves(loss, trajectory, statistics) -> Float[Array, "k t"]:
 def generalization_time(taus: Float[Array, " t"], test_loss: Float[Array, " t"]) -> Float[Array, ""]:
     """Time at which ``test_loss`` (ONE class or model) has made half of its drop from
     ``test_loss[0]`` to its minimum: :func:`half_relaxation_time` of the running minimum, so a
-    later rise (memorization) does not move it ([BUBM] ``tau_gen``, THEORY.md 7-8)."""
+    later rise (memorization) does not move it ([BUBM] ``tau_gen``, docs/theory.md 7-8)."""
     return half_relaxation_time(taus, jax.lax.cummin(test_loss))
 
 
@@ -333,7 +376,7 @@ def memorization_time(
 ) -> Float[Array, ""]:
     """Onset of memorization: the time at which the generalization gap ``test - train`` has grown
     to half of its last recorded value (:func:`half_relaxation_time` of the gap; record until the
-    gap has saturated). ``tau_mem`` of [BUBM] (THEORY.md 7-8)."""
+    gap has saturated). ``tau_mem`` of [BUBM] (docs/theory.md 7-8)."""
     return half_relaxation_time(taus, test_loss - train_loss)
 
 
@@ -359,7 +402,7 @@ def per_class_memorization_fraction(
     samples: Float[Array, "m d"], train: Float[Array, "n d"], train_labels: ArrayLike, num_classes: int, threshold: float = 1.0 / 3.0
 ) -> Float[Array, " k"]:
     """:func:`memorization_fraction` per class, a sample counted in the class of its nearest
-    training point (THEORY.md 8); NaN for a class that no sample is nearest to."""
+    training point (docs/theory.md 8); NaN for a class that no sample is nearest to."""
     ratios, nearest = nearest_neighbour_ratios(samples, train)
     classes = jnp.asarray(train_labels)[nearest]
     one_hot = classes[:, None] == jnp.arange(num_classes)[None, :]

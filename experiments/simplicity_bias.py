@@ -13,8 +13,9 @@ per run, common noise), and the excess kurtosis along ``v`` of samples of the le
 reaches ``threshold`` (samples = steps x batch). Beside them: the clones' minimum losses and
 the noised data's kurtosis along ``v`` in closed form.
 
-``summarize`` fits ``log(samples to recovery)`` on ``log d`` per spike and coupling (OLS; 95%
-bootstrap CI over seeds; only dims where every seed recovered) against the exponent predicted
+``summarize`` fits ``log(samples to recovery)`` on ``log d`` per spike and coupling (censored
+maximum likelihood: a seed that never recovered counts as "more than the budget"; 95% bootstrap
+CI over seeds) against the exponent predicted
 from each spike's overlap order in the single-neuron loss at this step-size scaling.
 """
 
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynamics import measures
 from dynamics.config import StudyConfig, setting
 from dynamics.study import Outputs, Row, Summary
 from dynamics.theory import cumulants as theory
@@ -186,23 +188,14 @@ def outputs(config: Config) -> Outputs:
 # ----------------------------------------------------------------------------- summary and figures
 
 
-def fit_exponent(dims: np.ndarray, samples: np.ndarray, *, draws: int = 1000) -> dict:
-    """OLS slope of ``log median(samples)`` on ``log d`` (``samples[dim, seed]``; a seed that never
-    recovered counts as infinite, so a dim is used when more than half its seeds recovered; a
-    recovery at step 0, the random start already past the threshold, counts as one step). 95% CI
-    from ``draws`` bootstrap resamples of the seeds within each dim (numpy seed 0). NaN with fewer
-    than two usable dims. The median is robust to the heavy tail of escape times (``~ 1/o_0^2``)."""
-    samples = np.where(np.isfinite(samples), np.maximum(samples, np.nanmin(samples[samples > 0], initial=1.0)), np.inf)
-    medians = np.median(samples, axis=1)
-    used = np.isfinite(medians)
-    result = {"value": math.nan, "ci": [math.nan, math.nan], "dims": dims[used].tolist(), "censored_dims": dims[~used].tolist(), "median_samples": medians.tolist()}
-    if used.sum() < 2:
-        return result
-    slope = lambda table: np.polyfit(np.log(dims[used]), np.log(np.median(table[used], axis=1)), 1)[0]
-    rng = np.random.default_rng(0)
-    resampled = (np.take_along_axis(samples, rng.integers(0, samples.shape[1], samples.shape), axis=1) for _ in range(draws))
-    boot = [value for value in (slope(table) for table in resampled) if np.isfinite(value)]
-    return {**result, "value": float(slope(samples)), "ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
+def fit_exponent(dims: np.ndarray, samples: np.ndarray, budget: float) -> dict:
+    """Slope of ``log samples`` on ``log d`` (``samples[dim, seed]``; NaN: never recovered within
+    ``budget`` samples) by censored maximum likelihood (:func:`dynamics.measures.censored_power_law`):
+    a d where most seeds never recovered still counts, as the lower bound it is. 95% CI: seeds
+    bootstrapped within each d. Also the median samples per d (``null``: over half censored)."""
+    fit = measures.censored_power_law(dims, samples, budget)
+    medians = np.median(np.where(np.isfinite(samples), samples, np.inf), axis=1)
+    return {"value": fit["slope"], "ci": fit["ci"], "dims": dims.tolist(), "censored_seeds": fit["censored"], "median_samples": [m if np.isfinite(m) else None for m in medians.tolist()]}
 
 
 def predicted_order(config: Config, spike: str, coupling: str) -> int | None:
@@ -225,11 +218,11 @@ def summarize(dataset, config: Config) -> Summary:
     for coupling in dataset.coupling.values:
         for spike in dataset.spike.values:
             samples = dataset.recovery_samples.sel(coupling=coupling, spike=spike, direction=spike).transpose("dim", "seed").values
-            fit = fit_exponent(dims, samples)
+            fit = fit_exponent(dims, samples, config.steps * config.batch)
             order = predicted_order(config, str(spike), str(coupling))
             fit.update(order=order, predicted=theory.sample_complexity_exponent(order, config.lr_exponent), predicted_best_step=theory.optimal_exponent(order))
             exponents.setdefault(str(coupling), {})[str(spike)] = fit
-            note = f"95% CI [{fit['ci'][0]:.3g}, {fit['ci'][1]:.3g}], dims {fit['dims']}, order {order}" + (f", never recovered at dims {fit['censored_dims']}" if fit["censored_dims"] else "")
+            note = f"95% CI [{fit['ci'][0]:.3g}, {fit['ci'][1]:.3g}], dims {fit['dims']}, order {order}, seeds never recovered per d {fit['censored_seeds']}"
             rows.append(Row("sample-complexity exponent", fit["value"], fit["predicted"], f"spike={spike}, coupling={coupling}", note))
     gaps = {}
     if {"covariance", "cumulant"} <= set(dataset.spike.values) and "independent" in exponents:
@@ -249,6 +242,7 @@ def summarize(dataset, config: Config) -> Summary:
         f"recovery: the first step at which the best unit's normalised overlap with the spike reaches {config.threshold:g}; samples = steps x batch {config.batch}; "
         f"step = {config.learning_rate:g} d^-{config.lr_exponent:g}. Predicted exponent 1 + q + max(k - 2, 0)/2 for overlap order k at step ~ d^-q (valid for q >= (k-2)/2); "
         "predicted_best_step: max(k - 1, 1) at the best q per spike.",
+        f"fit: censored maximum likelihood of ln samples on ln d (a seed not recovered within {config.steps * config.batch} samples counts as more); 95% CI: seeds bootstrapped per d.",
         "orders from the single-neuron population loss (dynamics.theory.cumulants.spike_order) at the row norm; a spike that repels the unit has no prediction (None).",
     )
     return Summary(rows, {"sample_complexity_exponent": exponents, "exponent_gaps": gaps}, notes)

@@ -82,14 +82,19 @@ def test_summary_reports_exponents_with_their_predictions(small_run, tmp_path):
     assert json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))["sample_complexity_exponent"]["independent"]["cumulant"]["value"] is None
 
 
-def test_fit_exponent_recovers_a_planted_power_law_and_censors_dims():
+def test_censored_fit_recovers_a_planted_power_law_through_censoring():
     dims = np.array([8, 16, 32, 64])
     rng = np.random.default_rng(3)
     samples = 5.0 * dims[:, None] ** 2.5 * np.exp(rng.normal(0, 0.3, (4, 9)))
-    fit = simplicity_bias.fit_exponent(dims, samples)
-    assert abs(fit["value"] - 2.5) < 0.15 and fit["ci"][0] < 2.5 < fit["ci"][1] and fit["dims"] == [8, 16, 32, 64]
-    samples[3, :5] = np.nan  # most seeds of d = 64 never recovered: the median is censored
-    assert simplicity_bias.fit_exponent(dims, samples)["censored_dims"] == [64]
+    fit = simplicity_bias.fit_exponent(dims, samples, budget=2 * samples.max())
+    assert abs(fit["value"] - 2.5) < 0.15 and fit["ci"][0] < 2.5 < fit["ci"][1]
+    budget = np.sort(samples[3])[2]  # six of the nine d = 64 seeds run past the budget
+    censored = np.where(samples > budget, np.nan, samples)
+    fit = simplicity_bias.fit_exponent(dims, censored, budget=budget)
+    assert fit["censored_seeds"] == [0, 0, 0, 6] and fit["median_samples"][3] is None
+    assert abs(fit["value"] - 2.5) < 0.25  # censored likelihood: the d = 64 lower bounds still pull
+    medians_only = np.polyfit(np.log(dims[:3]), np.log(np.median(samples[:3], axis=1)), 1)[0]
+    assert abs(fit["value"] - medians_only) < 0.5
 
 
 def test_scan_equals_runs():
