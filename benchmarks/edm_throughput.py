@@ -1,6 +1,6 @@
 """EDM training samples/s of the MLP-UNet: K models vmapped vs one at a time (issue 4).
 
-The training is the nonlinear spectral-bias study's ([WP] sec. 6, THEORY.md 6,
+The training is the nonlinear spectral-bias study's ([WP] sec. 6, docs/theory.md 6,
 ``experiments/nonlinear_spectral_bias.py``): its Gaussian training set and
 :class:`models.denoisers.mlp.MLPUNet` (from the study's ``training_set`` / ``model_for``), the EDM
 loss :func:`dynamics.edm.make_loss` (preconditioning, log-normal sigmas, EDM weighting,

@@ -2,7 +2,7 @@
 
 One *run* is one training of one denoiser at one noise level ``sigma`` with one learning rate and
 one seed; a grid of ``runs`` runs has log-spaced ``sigma`` in ``[0.05, 2]``. Conventions are
-the library's (THEORY.md section 1, ``dynamics.objectives``): the loss at noise level ``sigma`` is
+the library's (docs/theory.md section 1, ``dynamics.objectives``): the loss at noise level ``sigma`` is
 ``E ||D(x0 + sigma z) - x0||^2`` summed over dimensions and not halved; one run makes
 ``steps`` optimizer updates and evaluates the loss and its gradient at ``steps + 1`` points
 (``make_train`` scans over step indices ``0..steps`` and records *before* each update; the

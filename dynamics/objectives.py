@@ -1,6 +1,6 @@
 """Denoising score-matching objectives.
 
-Conventions ([WP] eq. 2, THEORY.md section 1): the per-noise-level loss is
+Conventions ([WP] eq. 2, docs/theory.md section 1): the per-noise-level loss is
 ``L_sigma = E ||D(x0 + sigma z; sigma) - x0||^2``, summed over dimensions and NOT halved.
 Gradient flow on it with learning rate ``eta`` runs in training time ``tau = eta * steps``.
 

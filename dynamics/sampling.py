@@ -1,6 +1,6 @@
 """Sampling: the probability-flow ODE, the EDM Heun sampler, exact moments for affine denoisers.
 
-Conventions (THEORY.md section 1):
+Conventions (docs/theory.md section 1):
 
 * EDM / variance-exploding sigma time: ``x = x0 + sigma z``; a denoiser ``D(x, sigma)``
   estimates ``E[x0 | x]`` for ONE sample ``x`` (any shape) and a scalar ``sigma``. Batches are
@@ -11,7 +11,7 @@ Conventions (THEORY.md section 1):
 * The diffrax solvers integrate it in ``u = ln sigma``, where it reads ``dx/du = x - D(x, e^u)``
   (``u`` decreasing, ``t1 < t0``); this takes ~3x fewer adaptive steps than sigma time.
 
-OU / VP time (THEORY.md 1; [BUBM], [BBdBM]): a score ``s(x_t, t)`` of the OU process
+OU / VP time (docs/theory.md 1; [BUBM], [BBdBM]): a score ``s(x_t, t)`` of the OU process
 ``x_t = e^-t x0 + sqrt(Delta_t) xi`` becomes a sigma-time denoiser by
 :func:`vp_score_denoiser` (``x = e^t x_t``, ``sigma^2 = e^2t - 1``), and :func:`vp_heun_sample`
 integrates the OU probability-flow ODE with it, from an OU state at ``t_max`` down to ``t_min``.
@@ -139,7 +139,7 @@ def pf_ode_sample(
     sample is differentiable (in ``x_T`` and in whatever ``denoise`` closes over) by
     backpropagation through the solver steps, with memory ~ ``log(max_steps)`` checkpoints of the
     state (not one per step), at the price of recomputing forward steps in the backward pass.
-    Karras et al. 2022 (EDM) eq. 1; THEORY.md section 1.
+    Karras et al. 2022 (EDM) eq. 1; docs/theory.md section 1.
     """
     path, status = pf_ode_trajectory(
         denoise,
@@ -286,7 +286,7 @@ class _VPScoreDenoiser(eqx.Module):
 
 
 def vp_score_denoiser(score: VPScore) -> SampleDenoiser:
-    """Sigma-time denoiser of an OU-time score ``score(x_t, t)`` (ONE sample; THEORY.md 1).
+    """Sigma-time denoiser of an OU-time score ``score(x_t, t)`` (ONE sample; docs/theory.md 1).
 
     With ``x = e^t x_t`` and ``sigma^2 = e^2t - 1`` the sigma-time law is ``p_sigma(x) ∝
     P_t(e^-t x)``, so its score is ``e^-t s(e^-t x, t)`` and Tweedie's denoiser is
@@ -318,7 +318,7 @@ def vp_heun_sample(
     rho: float = 7.0,
 ) -> Float[Array, " d"]:
     """ONE sample of the OU probability-flow ODE ``dx_t/dt = -x_t - s(x_t, t)``, run backwards
-    from the OU state ``x_start`` at ``t_max`` to ``t_min``, then denoised (THEORY.md 1).
+    from the OU state ``x_start`` at ``t_max`` to ``t_min``, then denoised (docs/theory.md 1).
 
     Done in sigma time by :func:`heun_sample` with :func:`vp_score_denoiser`: ``num_steps``
     Karras levels (:func:`dynamics.schedules.karras_sigmas`, exponent ``rho``) from
@@ -351,7 +351,7 @@ def affine_moment_flow(
     ``dm/du = B m - c`` and ``dC/du = B C + C B^T``, solved from ``u = ln sigma_max`` (state
     ``(mean_T, cov_T)``) down to ``ln sigma_min``. Returns ``Solved((m, C), status)`` at ``sigma_min``. For
     commuting ``A(sigma)`` this is [WP]'s ``C = M C_T M^T``,
-    ``M = exp(integral_{sigma_min}^{sigma_max} (A_s - I)/s ds)`` (THEORY.md section 2 sign).
+    ``M = exp(integral_{sigma_min}^{sigma_max} (A_s - I)/s ds)`` (docs/theory.md section 2 sign).
     Solver, step control and gradients as in :func:`pf_ode_sample`. The error control weighs all
     entries of ``(m, C)``, which start at ``~sigma_max^2``: a mode ending with a small variance
     is resolved less well relative to itself (rtol 1e-7 gives ~1e-6 on a 0.01 mode of a

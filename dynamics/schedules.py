@@ -1,6 +1,6 @@
 """Noise processes and noise-level grids.
 
-Conventions (THEORY.md section 1):
+Conventions (docs/theory.md section 1):
 
 * Canonical process, EDM / variance exploding ("sigma time"): ``x = x0 + sigma z``,
   ``z ~ N(0, I)``. A denoiser ``D(x, sigma)`` estimates ``E[x0 | x]``; the score is

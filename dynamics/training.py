@@ -1,6 +1,6 @@
 """Training loops: optax gradient descent as one ``lax.scan``, and gradient flow as an ODE.
 
-Conventions (THEORY.md section 1): losses are the un-halved summed squared error of
+Conventions (docs/theory.md section 1): losses are the un-halved summed squared error of
 :mod:`dynamics.objectives`; training time is ``tau = learning_rate * steps``; gradient flow is
 ``d theta / d tau = -eta grad L(theta)`` so that plain gradient descent with step ``eta`` is its
 explicit Euler discretisation (``tau = eta * steps``).

@@ -9,7 +9,7 @@ propagation, :func:`dynamics.sampling.generated_mode_variances`) and from PF-ODE
 lays the closed forms of :mod:`dynamics.theory` beside them, with the emergence time ``tau*`` of
 every mode for both. ``summarize`` fits ``tau* ~ lambda^-alpha`` per family and source.
 
-Families (THEORY.md 2-4): ``one_layer`` ``W x + b``; ``two_layer`` ``P P^T x`` (logistic, rate
+Families (docs/theory.md 2-4): ``one_layer`` ``W x + b``; ``two_layer`` ``P P^T x`` (logistic, rate
 ``8 eta lambda``); ``deep_linear`` ``W_L .. W_1 x``, balanced aligned init (closed form at depth
 2, the per-mode ODE of the balanced product beyond) or random non-aligned init (no theory);
 ``circulant`` full-width circular convolution on a stationary signal (rates ``N`` times the
@@ -43,7 +43,7 @@ from models.distributions import gaussian
 from models.distributions.gaussian import GaussianData, empirical_data, fourier_frequencies, random_rotation, real_fourier_basis, sample
 
 NAME = "spectral-bias"
-REFERENCE = "Wang & Pehlevan, arXiv 2503.03206 (NeurIPS 2025), sec. 3-5; THEORY.md 2-4"
+REFERENCE = "Wang & Pehlevan, arXiv 2503.03206 (NeurIPS 2025), sec. 3-5; docs/theory.md 2-4"
 CONVENTIONS = "EDM sigma time; loss summed over dimensions, un-halved; tau = learning rate x steps"
 PRECISION = "float64"
 FAMILIES = ("one_layer", "two_layer", "deep_linear", "circulant", "patch")
@@ -126,7 +126,7 @@ def validate_sweep(config: Config, swept: tuple[str, ...]) -> None:
 def dft_power(config: Config):
     """Power per DFT frequency (``p_k = p_{N-k}``) of the convolutional families' stationary data:
     the given covariance's ``diag(F Sigma F^H)`` (the spectrum of the shift-augmented data, all
-    the circulant and patch losses see, THEORY.md 4), else log-spaced from ``lam_max`` at
+    the circulant and patch losses see, docs/theory.md 4), else log-spaced from ``lam_max`` at
     frequency 0 to ``lam_min`` at the Nyquist frequency (a given ``spectrum``: its extremes)."""
     if config.covariance:
         return jnp.asarray(convolution.power_spectrum(load_covariance(config.covariance)))
@@ -201,7 +201,7 @@ def simulate(config: Config, data: GaussianData, key):
 
 
 def theory(config: Config, data: GaussianData):
-    """Closed forms of THEORY.md 2-4 on the run's grids: weights ``[weight_sigma, tau, mode]``
+    """Closed forms of docs/theory.md 2-4 on the run's grids: weights ``[weight_sigma, tau, mode]``
     and generated variances ``[tau, mode]`` (NaN where none exists), and the solver status of
     the depth-L mode ODE."""
     n, eta, q = dimension(config), config.eta, config.q
@@ -232,7 +232,7 @@ def theory(config: Config, data: GaussianData):
         weight, weight_status = deep_linear.balanced_weights(lam[None, :], q, tau, sigma[:, None], depth=config.depth, eta=eta, max_steps=config.max_steps)
         variance, variance_status = deep_linear.balanced_generated_variance(lam, q, tau, depth=config.depth, eta=eta, max_steps=config.max_steps, **ends)
         return jnp.moveaxis(weight, 0, 1), variance, status.worst(weight_status, variance_status)
-    nothing = jnp.full((sigma.size, tau.size, n), jnp.nan)  # random deep init: no theory (THEORY.md 3)
+    nothing = jnp.full((sigma.size, tau.size, n), jnp.nan)  # random deep init: no theory (docs/theory.md 3)
     return nothing, nothing[0], code
 
 

@@ -13,8 +13,8 @@
 - :mod:`.speciation`: speciation and collapse times, the minority delay ``K*(h)``, exact-score
   cloning and basin measurements [BBdBM].
 
-Conventions (THEORY.md section 1; ``random_features`` and ``speciation`` use OU time ``t``,
-THEORY.md 7-8): EDM sigma-time ``x = x0 + sigma z``; per-noise-level
+Conventions (docs/theory.md section 1; ``random_features`` and ``speciation`` use OU time ``t``,
+docs/theory.md 7-8): EDM sigma-time ``x = x0 + sigma z``; per-noise-level
 loss summed over dimensions and not halved; gradient flow ``dtheta/dtau = -eta grad L`` with
 training time ``tau`` = learning rate x number of steps. All functions are pure ``jax.numpy``,
 broadcast their inputs elementwise, and are jit-able and differentiable.

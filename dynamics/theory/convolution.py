@@ -2,7 +2,7 @@
 
 Signals have ``N = n_pixels`` pixels with periodic boundaries; ``F`` is the unitary DFT
 (``norm="ortho"``), Fourier modes are indexed ``k = 0..N-1`` as in ``jnp.fft``
-(THEORY.md section 4).
+(docs/theory.md section 4).
 
 - Full-width circular convolution ``W = Circ(w)`` is diagonal in the Fourier basis: the
   one-layer closed forms of :mod:`.linear` hold per Fourier mode with the variance
@@ -14,7 +14,7 @@ Signals have ``N = n_pixels`` pixels with periodic boundaries; ``F`` is the unit
   (stationary, diagonal in Fourier space) has no closed form and is computed by quadrature
   in ``ln sigma`` with :func:`.linear.generated_variance_quadrature`.
 
-Conventions (THEORY.md section 1): EDM sigma-time ``x = x0 + sigma z``; per-noise-level loss
+Conventions (docs/theory.md section 1): EDM sigma-time ``x = x0 + sigma z``; per-noise-level loss
 ``E ||D(x0 + sigma z) - x0||^2`` summed over all ``N`` pixels, not halved; gradient flow
 ``dw/dtau = -eta grad L``; training time ``tau`` = learning rate x number of steps.
 Functions are jitted; ``n_pixels``, ``kernel_size`` and ``num_nodes`` are static.

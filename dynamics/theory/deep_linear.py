@@ -1,6 +1,6 @@
 """Closed-form learning dynamics of two-layer linear denoisers [WP sec. 5.1].
 
-Models (THEORY.md section 3), per noise level ``sigma`` and from an init aligned with the data
+Models (docs/theory.md section 3), per noise level ``sigma`` and from an init aligned with the data
 eigenbasis, so that every mode ``k`` evolves on its own:
 
 - symmetric ``D(x) = P_sigma P_sigma^T x``: per-mode product weight ``w = p^2``;
@@ -12,7 +12,7 @@ logistic equation ``dw/dtau = rate * w (1 - w / w*)``, ``w* = lam / (lam + sigma
 ``q = 0`` is a fixed point: a mode that starts at zero is never learned. Weights must start at
 ``q >= 0`` (a square ``p^2`` or a balanced product ``a^2``).
 
-Conventions (THEORY.md section 1): EDM sigma-time ``x = x0 + sigma z``; per-noise-level loss
+Conventions (docs/theory.md section 1): EDM sigma-time ``x = x0 + sigma z``; per-noise-level loss
 summed over dimensions and not halved; gradient flow ``dtheta/dtau = -eta grad L`` on every
 layer's parameters; training time ``tau`` = learning rate x number of steps. Inputs broadcast
 together elementwise over any (mode, tau, sigma, ...) grid; functions are jitted with
@@ -108,7 +108,7 @@ def generated_variance(
 ) -> Float[Array, "*b"]:
     """Variance of one mode in the generated distribution of the two-layer model [WP sec. 5.1].
 
-    ``sigma_max^2 Phi(sigma_min)^2 / Phi(sigma_max)^2`` with THEORY.md sec. 3's
+    ``sigma_max^2 Phi(sigma_min)^2 / Phi(sigma_max)^2`` with docs/theory.md sec. 3's
     ``Phi(s) = s^{(1-q)E/(q + (1-q)E)} [lam E + q (1-E)(lam + s^2)]^{q/(2q + 2(1-q)E)}``,
     ``E = e^{-rate tau}``; in the factors of :func:`_logistic_factors`::
 
@@ -146,7 +146,7 @@ def balanced_weights(
     Every layer starts at ``q^(1/L)`` on the mode and the layers stay equal, so the product
     ``w = a^L`` obeys ``dw/dtau = -eta L w^(2(L-1)/L) dl/dw`` with ``l = lam (1-w)^2 + sigma^2 w^2``
     (summed un-halved loss, ``tau`` = learning rate x steps). Depth 2 is the logistic closed form
-    of :func:`weights` with ``symmetric=False``; other depths have none (THEORY.md 3), so this
+    of :func:`weights` with ``symmetric=False``; other depths have none (docs/theory.md 3), so this
     integrates the scalar ODE of every mode with diffrax (Tsit5, adaptive; all modes in one
     state) and saves at the increasing times ``taus`` (leading axis of the result). Returns
     ``Solved(weights[t, *b], status)``: past ``max_steps`` steps the solve stops with a status

@@ -1,7 +1,7 @@
 """Closed-form learning dynamics of a linear flow-matching model [WP app. H].
 
 Interpolant ``x_t = t x1 + (1 - t) x0`` with noise ``x0 ~ N(0, I)`` at ``t = 0`` and data ``x1``
-at ``t = 1`` (THEORY.md section 5). A linear velocity field ``v(x, t) = W(t) x``, with
+at ``t = 1`` (docs/theory.md section 5). A linear velocity field ``v(x, t) = W(t) x``, with
 independent parameters at every ``t``, is trained on the loss
 ``E ||W x_t - (x1 - x0)||^2`` (summed over dimensions, not halved) by gradient flow
 ``dW/dtau = -eta grad``; training time ``tau`` = learning rate x number of steps. From an init
@@ -66,7 +66,7 @@ def generated_variance(
 ) -> Float[Array, "*b"]:
     """Variance ``exp(2 int_0^1 W(tau; t) dt)`` of one mode in the generated distribution.
 
-    THEORY.md sec. 5 [WP app. H], with ``a = 2 eta tau`` and ``b = sqrt(a / (lam + 1))``::
+    docs/theory.md sec. 5 [WP app. H], with ``a = 2 eta tau`` and ``b = sqrt(a / (lam + 1))``::
 
         ln lam~ = ln lam + Ei(-a) - Ei(-a lam)
                   + sqrt(pi) q e^{-a lam/(lam+1)} [erf(b) + erf(lam b)] / (b (lam + 1))

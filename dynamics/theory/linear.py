@@ -2,9 +2,9 @@
 
 Model: ``D(x; sigma) = W_sigma x + b_sigma`` with independent parameters at every noise level,
 trained on data with mean ``mu`` and covariance ``Sigma = sum_k lam_k u_k u_k^T``
-(THEORY.md section 2).
+(docs/theory.md section 2).
 
-Conventions (THEORY.md section 1):
+Conventions (docs/theory.md section 1):
 
 - EDM / variance-exploding sigma-time: ``x = x0 + sigma z``; samples are drawn with the
   probability-flow ODE ``dx/du = x - D(x, e^u)`` in ``u = ln sigma`` from ``sigma_max`` down to
@@ -89,7 +89,7 @@ def gd_weights(
 ) -> Float[Array, "*b"]:
     """Per-mode weight after ``steps`` full-batch gradient-descent steps of size ``eta``.
 
-    ``w* + (q - w*) (1 - 2 eta (sigma^2 + lam))^steps`` (THEORY.md sec. 2): stable iff
+    ``w* + (q - w*) (1 - 2 eta (sigma^2 + lam))^steps`` (docs/theory.md sec. 2): stable iff
     ``eta < 1 / (sigma^2 + lam)``; tends to :func:`weights` at ``tau = eta * steps`` as
     ``eta -> 0``, with an error of order ``eta``. Give ``steps`` as integers when the contraction
     factor can be negative (``eta > 1 / (2 (sigma^2 + lam))``).
@@ -114,7 +114,7 @@ def affine_weights(
 
     With ``W~ = [W b]`` and ``M = [[cov + sigma^2 I + mu mu^T, mu], [mu^T, 1]]`` the flow of the
     summed, un-halved loss is ``W~(tau) = W~* + (W~(0) - W~*) expm(-2 eta M tau)``
-    (THEORY.md sec. 2, [WP sec. 3]); ``W* = cov (cov + sigma^2 I)^-1``, ``b* = (I - W*) mu``.
+    (docs/theory.md sec. 2, [WP sec. 3]); ``W* = cov (cov + sigma^2 I)^-1``, ``b* = (I - W*) mu``.
     The matrix exponential uses the eigendecomposition of the symmetric ``M``. Scalar ``sigma``
     and ``tau``: ``jax.vmap`` over grids.
     """
@@ -183,7 +183,7 @@ def generated_variance(
 ) -> Float[Array, "*b"]:
     """Variance ``lam~(tau)`` of one mode in the generated distribution [WP sec. 4].
 
-    THEORY.md sec. 2: ``lam~ = sigma_max^2 Phi(sigma_min)^2 / Phi(sigma_max)^2`` with
+    docs/theory.md sec. 2: ``lam~ = sigma_max^2 Phi(sigma_min)^2 / Phi(sigma_max)^2`` with
     ``Phi(s) = sqrt(lam + s^2) exp[(1-q)/2 Ei(-a s^2) e^{-a lam} - 1/2 Ei(-a (s^2 + lam))]``,
     ``a = 2 eta tau``. Evaluated in log space with ``Ei(-x) = gamma + ln x - Ein(x)``, in which
     the logarithms of ``a`` cancel::

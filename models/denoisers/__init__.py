@@ -10,7 +10,7 @@ with pure methods over plain pytrees of parameters:
 
 The nonlinear networks (``MLPUNet``, ``UNet``) instead expose ``init(key, ...)`` and a raw
 ``network(params, x, c_noise)`` for ONE sample, which ``dynamics.edm.precondition`` turns into a
-denoiser conditioned on sigma (THEORY.md 6).
+denoiser conditioned on sigma (docs/theory.md 6).
 
 The linear models here are independent per noise level (one parameter set per sigma node, as in [WP]);
 ``dynamics.sampling.grid_denoiser`` interpolates a grid of them in ``log sigma``.

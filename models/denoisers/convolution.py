@@ -1,6 +1,6 @@
 """Convolutional denoisers on periodic 1-d signals of ``n_pixels`` pixels ([WP] sec. 5.2).
 
-Convention (THEORY.md 4): ``D(x)_n = sum_j w_j x_{(n + j) mod N}``. A :class:`Circulant` filter
+Convention (docs/theory.md 4): ``D(x)_n = sum_j w_j x_{(n + j) mod N}``. A :class:`Circulant` filter
 has a weight for every offset ``j = 0..N-1``; a :class:`Patch` filter of odd width
 ``K = 2r + 1 < N`` has weights for offsets ``j = -r..r``. Weight sharing makes every gradient
 ``N`` times larger than for the equivalent full matrix, so rates scale with ``N eta``.

@@ -1,7 +1,7 @@
 """Deep linear denoisers ([WP] sec. 5.1).
 
 * :class:`SymmetricTwoLayer`: ``D(x) = P P^T x``; with aligned init ``P = sqrt(Q) I`` every mode
-  follows a logistic curve of rate ``8 eta lambda`` (THEORY.md 3).
+  follows a logistic curve of rate ``8 eta lambda`` (docs/theory.md 3).
 * :class:`DeepLinear`: ``D(x) = W_L ... W_1 x``; ``aligned`` init is balanced, every layer
   ``Q^(1/L) I`` (depth 2: rate ``4 eta lambda``); ``random`` init takes ``Q^(1/L) O_l`` with
   independent Haar rotations ``O_l``, so the product ``Q O_L ... O_1`` is not aligned with the

@@ -1,4 +1,4 @@
-"""MLP-UNet denoiser network for flat data ([WP] sec. 6, app. I; THEORY.md 6).
+"""MLP-UNet denoiser network for flat data ([WP] sec. 6, app. I; docs/theory.md 6).
 
 The raw network ``F(params, x_in, c_noise)`` of the EDM recipe (wrap it with
 :func:`dynamics.edm.precondition` to get the denoiser ``D(params, x, sigma)``), for ONE flat sample

@@ -1,4 +1,4 @@
-"""Small convolutional U-Net denoiser network for image-shaped data ([WP] sec. 6; THEORY.md 6).
+"""Small convolutional U-Net denoiser network for image-shaped data ([WP] sec. 6; docs/theory.md 6).
 
 The raw network ``F(params, x_in, c_noise)`` of the EDM recipe (wrap it with
 :func:`dynamics.edm.precondition`) for ONE image ``x_in`` of shape ``(height, width, channels)``:

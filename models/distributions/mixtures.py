@@ -3,9 +3,9 @@
 ``x0 ~ sum_c rho_c N(mu_c, C_c)`` with class weights ``rho_c`` (on the simplex), centroids
 ``mu_c`` and covariances ``C_c`` (isotropic ``sigma_c^2 I`` or full); a training set draws
 ``n_c`` points from class ``c`` (the sampling imbalance ``n_c / n`` may differ from ``rho_c``).
-THEORY.md 8 ([N] data model; [BBdBM] = Biroli, Bonnaire, de Bortoli, Mezard, Nat. Commun. 15:9957).
+docs/theory.md 8 ([N] data model; [BBdBM] = Biroli, Bonnaire, de Bortoli, Mezard, Nat. Commun. 15:9957).
 
-Noise processes (THEORY.md 1): a Gaussian mixture stays a Gaussian mixture with the same weights,
+Noise processes (docs/theory.md 1): a Gaussian mixture stays a Gaussian mixture with the same weights,
 
 * EDM sigma time ``x = x0 + sigma z``: means ``mu_c``, covariances ``C_c + sigma^2 I``
   (:func:`noised_at_sigma`);
@@ -139,7 +139,7 @@ def gaussian_mixture(weights: ArrayLike, means: ArrayLike, variances: ArrayLike 
 def two_class_mixture(dim: int, weight: ArrayLike = 0.5, centroid_norm: ArrayLike = 1.0, variances: ArrayLike = (1.0, 1.0)) -> GaussianMixture:
     """``omega N(mu, sigma_0^2 I) + (1 - omega) N(-mu, sigma_1^2 I)``, ``omega = weight``, with
     ``mu`` along the first axis and ``|mu|^2 = d mu~^2`` (``mu~ = centroid_norm``). For
-    ``omega > 1/2`` class 1 is the minority ([BBdBM] unbalanced classes, THEORY.md 8)."""
+    ``omega > 1/2`` class 1 is the minority ([BBdBM] unbalanced classes, docs/theory.md 8)."""
     require_positive_int("dim", dim)
     omega = float(require_range("weight", weight, low=0.0, high=1.0))
     norm = float(require_range("centroid_norm", centroid_norm, low=0.0)) * np.sqrt(dim)

@@ -1,7 +1,7 @@
 """End-to-end differentiability: training, the PF-ODE, closed forms and emergence times (float64).
 
 Every derivative is checked against central finite differences; the simulated ones also against
-the closed forms of THEORY.md section 2 where both exist.
+the closed forms of docs/theory.md section 2 where both exist.
 """
 
 
@@ -361,7 +361,7 @@ def test_closed_form_and_simulated_derivatives_agree():
 )
 def test_closed_form_jacobian_in_lam_q_tau_eta(lam, q, tau, eta):
     """jax.jacfwd of linear.generated_variance w.r.t. (lam, q, tau, eta) vs central differences;
-    tau and eta enter only through eta * tau (THEORY.md section 1)."""
+    tau and eta enter only through eta * tau (docs/theory.md section 1)."""
 
     def variance(x):
         return linear.generated_variance(x[0], x[1], x[2], eta=x[3])

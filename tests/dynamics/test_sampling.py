@@ -37,7 +37,7 @@ def rotation():
 
 
 def per_mode_matrix(rotation, q, tau, sigma):
-    """``U diag(psi(sigma)) U^T`` with the [WP] gradient-flow weight (THEORY.md section 2, eta = 1).
+    """``U diag(psi(sigma)) U^T`` with the [WP] gradient-flow weight (docs/theory.md section 2, eta = 1).
 
     ``psi_k = w*_k + (q - w*_k) exp(-2 tau (sigma^2 + lambda_k))``,
     ``w*_k = lambda_k / (lambda_k + sigma^2)``;

@@ -1,4 +1,4 @@
-"""The inverse-variance emergence law of the one-layer closed form (THEORY.md 2)."""
+"""The inverse-variance emergence law of the one-layer closed form (docs/theory.md 2)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Training loops against the closed forms of THEORY.md 2-3 (float64)."""
+"""Training loops against the closed forms of docs/theory.md 2-3 (float64)."""
 
 import jax
 import jax.numpy as jnp

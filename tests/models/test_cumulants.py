@@ -58,7 +58,7 @@ def test_mean_and_covariance(variant, coupling):
 @pytest.mark.parametrize(("latent", "parameter"), [("rademacher", 0.0), ("three_point", 0.05)])
 def test_kurtosis_along_v_and_whitening(latent, parameter):
     """Whitened MCM: x.v has unit variance (v invisible to the covariance) and excess kurtosis
-    beta_v^2/(1+beta_v)^2 kappa_4(nu) (-2 beta_v^2/(1+beta_v)^2 for Rademacher, THEORY.md 9)."""
+    beta_v^2/(1+beta_v)^2 kappa_4(nu) (-2 beta_v^2/(1+beta_v)^2 for Rademacher, docs/theory.md 9)."""
     beta_v = 4.0
     model = theory.MixedCumulantModel(variant="whitened", mu=0.0, beta_u=2.0, beta_v=beta_v, latent=latent, latent_parameter=parameter)
     samples, frame = draws(model, seed=1)

@@ -1,4 +1,4 @@
-"""MLP-UNet raw network (THEORY.md 6): shapes, zero output at init, noise conditioning, skips."""
+"""MLP-UNet raw network (docs/theory.md 6): shapes, zero output at init, noise conditioning, skips."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Convolutional denoiser theory (THEORY.md section 4) against pixel-space computations."""
+"""Convolutional denoiser theory (docs/theory.md section 4) against pixel-space computations."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Two-layer linear denoiser closed forms (THEORY.md section 3) against numerical solutions."""
+"""Two-layer linear denoiser closed forms (docs/theory.md section 3) against numerical solutions."""
 
 import jax
 import jax.numpy as jnp

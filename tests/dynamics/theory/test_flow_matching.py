@@ -1,4 +1,4 @@
-"""Linear flow-matching closed forms (THEORY.md section 5) against numerical solutions."""
+"""Linear flow-matching closed forms (docs/theory.md section 5) against numerical solutions."""
 
 import jax
 import numpy as np

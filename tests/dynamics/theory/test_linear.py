@@ -1,4 +1,4 @@
-"""One-layer linear denoiser closed forms (THEORY.md section 2) against numerical solutions."""
+"""One-layer linear denoiser closed forms (docs/theory.md section 2) against numerical solutions."""
 
 import jax
 import numpy as np
@@ -115,7 +115,7 @@ def test_gd_one_step_and_first_order_convergence_to_flow():
 
 
 def _augmented_flow(w0, b0, mu, cov, sigma, eta, tau):
-    """Integrate dW/dtau = -eta grad_W, db/dtau = -eta grad_b with THEORY.md sec. 2 gradients."""
+    """Integrate dW/dtau = -eta grad_W, db/dtau = -eta grad_b with docs/theory.md sec. 2 gradients."""
     d = mu.shape[0]
 
     def rhs(_, y):
