@@ -39,6 +39,7 @@ print(json.dumps({"devices": jax.device_count(), "compile_and_run_s": total, "ru
 
 def measure(family: str, runs: int, devices: int, path: str) -> dict:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env.pop("PJRT_NPROC", None)  # the child sizes its CPU pool for its device count (experiments.cpu_pool_threads)
     done = subprocess.run([sys.executable, "-c", CHILD, family, str(runs), path], capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

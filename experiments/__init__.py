@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import warnings
 from types import ModuleType
 
@@ -20,25 +21,34 @@ from jax._src import xla_bridge
 from dynamics.validation import require_choice
 
 
-def _one_thread_cpu_pool() -> None:
-    """jaxlib < 0.11.2 on CPU: a batched LAPACK call (eigh, cholesky, LU, ...) on a worker of
-    XLA's intra-op pool schedules its chunks to the same pool and blocks, so as many concurrent
-    calls as the pool has threads wedge a program forever (seen here: a sweep idle in
-    BlockUntilReady with both workers in jax::ParallelBatchMap). A one-thread pool runs every call
-    inline; the engine's parallelism (one program per device) is unaffected. It takes effect only
-    if set before jax starts its CPU backend (warned otherwise); an explicit PJRT_NPROC wins."""
+def cpu_pool_threads(xla_flags: str) -> int:
+    """Threads of XLA's CPU intra-op pool that avoid a jaxlib < 0.11.2 deadlock: a batched LAPACK
+    call (eigh, cholesky, LU, ...) running on a pool thread schedules its chunks to the same pool
+    and blocks until they finish, so as many concurrent calls as the pool has threads wedge the
+    program forever (seen here: every pool thread in jax::ParallelBatchMap). With one thread
+    every call runs inline. With N forced host devices the pool has at least N threads and every
+    device runs its own program concurrently, so it gets 4 N: a deadlock then needs 4 N
+    concurrent LAPACK calls, N programs at a time."""
+    match = re.search(r"--xla_force_host_platform_device_count=(\d+)", xla_flags)
+    devices = int(match.group(1)) if match else 1
+    return 1 if devices == 1 else 4 * devices
+
+
+def _size_cpu_pool() -> None:
+    """Set ``PJRT_NPROC`` to :func:`cpu_pool_threads` before jax starts its CPU backend (warned
+    if it already has); an explicit ``PJRT_NPROC`` wins; jaxlib >= 0.11.2 needs nothing."""
     if "PJRT_NPROC" in os.environ or jaxlib.version.__version_info__ >= (0, 11, 2):
         return
     if getattr(xla_bridge, "backends_are_initialized", lambda: False)():
         warnings.warn(
-            "diffdyn: jax's CPU backend started before PJRT_NPROC=1 was set; batched linear algebra in a sweep can "
+            "diffdyn: jax's CPU backend started before PJRT_NPROC was set; batched linear algebra in a sweep can "
             "deadlock with jaxlib < 0.11.2. Import diffdyn's experiments before using jax, or set PJRT_NPROC=1.",
             stacklevel=3,
         )
-    os.environ["PJRT_NPROC"] = "1"
+    os.environ["PJRT_NPROC"] = str(cpu_pool_threads(os.environ.get("XLA_FLAGS", "")))
 
 
-_one_thread_cpu_pool()
+_size_cpu_pool()
 
 EXPERIMENTS: dict[str, str] = {
     "spectral-bias": "experiments.spectral_bias",

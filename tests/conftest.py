@@ -1,16 +1,14 @@
 """Test-wide JAX settings (float64 and strict rank promotion, as in diffrax's own suite; the CPU
-pool setting of ``experiments/__init__.py``) and the shared test modules (``toy_study``,
-``helpers``) on the import path."""
+pool size of ``experiments/__init__.py``) and the shared test modules (``toy_study``,
+``helpers``) on the import path. Subprocess tests that force host devices drop ``PJRT_NPROC``
+from their environment so that the child sizes its own pool."""
 
 import os
 import sys
 from pathlib import Path
 
-# The CPU pool setting of experiments/__init__.py (a jaxlib < 0.11.2 deadlock of batched LAPACK
-# calls), before jax starts its backend; subprocesses inherit it.
-os.environ.setdefault("PJRT_NPROC", "1")
-
-import jax  # noqa: E402
+import experiments  # noqa: F401  (sizes the CPU pool, PJRT_NPROC, before jax starts its backend)
+import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -33,10 +33,17 @@ def test_every_registered_study_keeps_the_contract(name):
     assert configs.grid_paths(study.Config), "a study sweeps at least one grid field"
 
 
-def python(code: str, *args: str, devices: int = 1, **popen) -> subprocess.Popen:
+def device_env(devices: int) -> dict:
+    """This environment with ``devices`` forced CPU devices; the child sizes its own CPU pool
+    (``PJRT_NPROC``, see ``experiments.cpu_pool_threads``)."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONUNBUFFERED": "1"}
-    env.pop("JAX_PLATFORMS", None)
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    for name in ("JAX_PLATFORMS", "PJRT_NPROC"):
+        env.pop(name, None)
+    return env
+
+
+def python(code: str, *args: str, devices: int = 1, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=device_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
 def finished(process: subprocess.Popen, timeout: float = 900) -> str:
@@ -88,8 +95,7 @@ GRID = ["--grid", "eta=0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2"]
 
 
 def cli(*args: str, devices: int = 1) -> subprocess.Popen:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=device_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def load(path: Path) -> xr.Dataset:
