@@ -23,7 +23,7 @@ from report import machine_description, write_section
 CHILD = """
 import dataclasses, json, sys, time
 import jax, numpy as np
-from experiments import runner, spectral_bias
+from diffdyn.experiments import runner, spectral_bias
 family, runs = sys.argv[1], int(sys.argv[2])
 config = dataclasses.replace(spectral_bias.PRESETS["quick"], family=(family,), num_samples=0, q=(0.1,), seeds=1)
 extra = {"eta": list(np.geomspace(0.5, 2.0, runs))}

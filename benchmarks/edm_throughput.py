@@ -2,9 +2,9 @@
 
 The training is the nonlinear spectral-bias study's ([WP] sec. 6, docs/theory.md 6,
 ``experiments/nonlinear_spectral_bias.py``): its Gaussian training set and
-:class:`models.denoisers.mlp.MLPUNet` (from the study's ``training_set`` / ``model_for``), the EDM
-loss :func:`dynamics.edm.make_loss` (preconditioning, log-normal sigmas, EDM weighting,
-minibatches of ``batch_size`` drawn with replacement) and :func:`dynamics.training.make_train`
+:class:`diffdyn.models.denoisers.mlp.MLPUNet` (from the study's ``training_set`` / ``model_for``), the EDM
+loss :func:`diffdyn.dynamics.edm.make_loss` (preconditioning, log-normal sigmas, EDM weighting,
+minibatches of ``batch_size`` drawn with replacement) and :func:`diffdyn.dynamics.training.make_train`
 with Adam, parameters recorded at the study's log-spaced checkpoints inside the compiled loop.
 K models differ by their seed (init and noise stream, ``fold_in(key, s)`` as in the study) and
 share the learning rate. For each K, in ONE process:
@@ -50,10 +50,10 @@ from report import (
 )
 from vmap_vs_loop import cell, compile_timed, loop_over_runs, ratio
 
-from dynamics import edm
-from dynamics.config import at_point
-from dynamics.training import make_train
-from experiments.nonlinear_spectral_bias import (
+from diffdyn.dynamics import edm
+from diffdyn.dynamics.config import at_point
+from diffdyn.dynamics.training import make_train
+from diffdyn.experiments.nonlinear_spectral_bias import (
     PRESETS,
     Config,
     model_for,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jax
 
-from experiments.report import replace_section
+from diffdyn.experiments.report import replace_section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

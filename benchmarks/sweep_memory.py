@@ -25,9 +25,9 @@ from report import machine_description, write_section
 CHILD = """
 import dataclasses, json, sys, time
 import jax, numpy as np
-from dynamics import sweep
-from dynamics.sweep import execute
-from experiments import runner, spectral_bias
+from diffdyn.dynamics import sweep
+from diffdyn.dynamics.sweep import execute
+from diffdyn.experiments import runner, spectral_bias
 chunk, runs, modes = (int(v) for v in sys.argv[1:4])
 config = dataclasses.replace(
     spectral_bias.PRESETS["quick"], family=("one_layer",), num_modes=modes, num_samples=0, q=(0.1, 0.5), seeds=1

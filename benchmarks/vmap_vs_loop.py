@@ -153,8 +153,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, nargs="+", default=None)
     parser.add_argument("--loop-max", type=int, default=256, help="largest run count timed with the JAX loop")
     parser.add_argument("--torch-max", type=int, default=256, help="largest run count timed with PyTorch (0: skip)")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch.set_num_threads (default 1: faster than 2 on a loaded machine, see RESULTS.md)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads (default 1: faster than 2 on a loaded machine, see RESULTS.md)")
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = parser.parse_args()
     steps = args.steps or (200 if args.quick else 1000)

@@ -41,10 +41,10 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from dynamics.objectives import dsm_loss, population_loss
-from dynamics.training import OPTIMIZERS, Trajectory, log_spaced_steps, make_train
-from models.denoisers import Linear
-from models.distributions.gaussian import random_rotation
+from diffdyn.dynamics.objectives import dsm_loss, population_loss
+from diffdyn.dynamics.training import OPTIMIZERS, Trajectory, log_spaced_steps, make_train
+from diffdyn.models.denoisers import Linear
+from diffdyn.models.distributions.gaussian import random_rotation
 
 NUM_RECORDS = 20  # log-spaced parameter records per run, as in the study's quick preset
 
@@ -159,10 +159,7 @@ def mlp_init(key: PRNGKeyArray, dim: int, width: int) -> list[tuple[Array, Array
     """Layers ``(W, b)`` of ``dim + 1 -> width -> width -> dim``; ``W ~ N(0, 1/fan_in)``, ``b = 0``."""
     sizes = (dim + 1, width, width, dim)
     keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        (jax.random.normal(k, (fan_out, fan_in)) / math.sqrt(fan_in), jnp.zeros(fan_out))
-        for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:])
-    ]
+    return [(jax.random.normal(k, (fan_out, fan_in)) / math.sqrt(fan_in), jnp.zeros(fan_out)) for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:])]
 
 
 def mlp_apply(params: list[tuple[Array, Array]], x: Float[Array, " d"], sigma: Float[Array, ""]) -> Float[Array, " d"]:
@@ -259,4 +256,3 @@ def _torch_mlp_trainer(x0: np.ndarray, dim: int, width: int, steps: int, record_
         return losses
 
     return train
-

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dynamics.validation import ConfigError, require_choice, require_positive_int, require_range
+from diffdyn.dynamics.validation import ConfigError, require_choice, require_positive_int, require_range
 
 _UNSET = object()
 

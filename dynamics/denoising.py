@@ -24,7 +24,9 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 ParamDenoiser = Callable[[PyTree, Float[Array, "*shape"], Float[Array, ""]], Float[Array, "*shape"]]
 
 
-def sample_loss(denoise: ParamDenoiser, params: PyTree, clean: Float[Array, "*shape"], noise: Float[Array, "*shape"], sigma: Float[Array, ""]) -> Float[Array, ""]:
+def sample_loss(
+    denoise: ParamDenoiser, params: PyTree, clean: Float[Array, "*shape"], noise: Float[Array, "*shape"], sigma: Float[Array, ""]
+) -> Float[Array, ""]:
     """``mean((D(x0 + sigma z, sigma) - x0)^2)`` of ONE sample ``x0`` with ONE noise draw ``z``."""
     return jnp.mean(jnp.square(denoise(params, clean + sigma * noise, sigma) - clean))
 

@@ -17,14 +17,14 @@ AVERAGED over the elements of a sample and over the minibatch, weighted by ``lam
 minibatches are drawn with replacement from a fixed training array, with fresh noise and fresh
 sigmas at every step.
 :func:`make_loss` returns ``loss(params, key, hparams)``, the signature of
-:func:`dynamics.training.make_train`, so several seeds / learning rates train at once under
+:func:`diffdyn.dynamics.training.make_train`, so several seeds / learning rates train at once under
 ``jax.vmap`` with parameter checkpoints recorded inside the compiled loop. Training time for
 these runs is counted in optimizer steps (Adam, ``optimizer="adam"``); the linear theory's
 ``tau = learning rate x steps`` is a convention for laying it beside them, not an identity.
 
 Sampling (:func:`generate`): ONE sample of a trained ``D(params, x, sigma)`` from ``x_T`` at
 ``sigma_max``, by EDM's deterministic Heun sampler on the Karras grid (Alg. 1, ``S_churn = 0``) or
-by the adaptive diffrax probability-flow ODE (:func:`dynamics.sampling.pf_ode_sample`).
+by the adaptive diffrax probability-flow ODE (:func:`diffdyn.dynamics.sampling.pf_ode_sample`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from dynamics.sampling import heun_sample, pf_ode_sample
-from dynamics.schedules import SIGMA_MAX, SIGMA_MIN, karras_sigmas
-from dynamics.status import OK, Solved
+from diffdyn.dynamics.sampling import heun_sample, pf_ode_sample
+from diffdyn.dynamics.schedules import SIGMA_MAX, SIGMA_MIN, karras_sigmas
+from diffdyn.dynamics.status import OK, Solved
 
 SIGMA_DATA = 0.5
 P_MEAN = -1.2
@@ -116,7 +116,7 @@ def sample_loss(
 def minibatch_loss(
     denoise: ParamDenoiser,
     params: PyTree,
-    data: Float[Array, "n *shape"],
+    data: Float[Array, "n *shape"],  # noqa: F821 (jaxtyping variadic dims)
     key: PRNGKeyArray,
     batch_size: int,
     *,
@@ -135,22 +135,20 @@ def minibatch_loss(
 
 def make_loss(
     denoise: ParamDenoiser,
-    data: Float[Array, "n *shape"],
+    data: Float[Array, "n *shape"],  # noqa: F821 (jaxtyping variadic dims)
     batch_size: int,
     *,
     sigma_data: float = SIGMA_DATA,
     p_mean: float = P_MEAN,
     p_std: float = P_STD,
 ) -> Callable[[PyTree, PRNGKeyArray, PyTree], Float[Array, ""]]:
-    """``loss(params, key, hparams)`` for :func:`dynamics.training.make_train`: the EDM
+    """``loss(params, key, hparams)`` for :func:`diffdyn.dynamics.training.make_train`: the EDM
     :func:`minibatch_loss` on the training array ``data`` (closed over, a constant of the
     compiled program). ``hparams`` is not read here (the learning rate lives there)."""
 
     def loss(params: PyTree, key: PRNGKeyArray, hparams: PyTree) -> Float[Array, ""]:
         del hparams
-        return minibatch_loss(
-            denoise, params, data, key, batch_size, sigma_data=sigma_data, p_mean=p_mean, p_std=p_std
-        )
+        return minibatch_loss(denoise, params, data, key, batch_size, sigma_data=sigma_data, p_mean=p_mean, p_std=p_std)
 
     return loss
 
@@ -168,7 +166,7 @@ def generate(
 ) -> Solved:
     """ONE sample of the denoiser ``denoise(params, x, sigma)`` from ``x_T`` (the state at
     ``sigma_max``, e.g. ``sigma_max z``): Heun on the Karras grid of ``heun_steps`` levels from
-    ``sigma_max`` to ``sigma_min`` and a final Euler step to 0 (:func:`dynamics.sampling.heun_sample`,
+    ``sigma_max`` to ``sigma_min`` and a final Euler step to 0 (:func:`diffdyn.dynamics.sampling.heun_sample`,
     ``2 heun_steps - 1`` denoiser calls; status always ok), or, with ``heun_steps=None``, the
     adaptive diffrax PF-ODE down to ``sigma_min`` (``rtol = atol``, at most ``max_steps`` steps;
     its status says whether it got there). Returns ``Solved(sample, status)``."""

@@ -24,7 +24,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Complex, Float
 
-from dynamics.validation import require_choice, require_range
+from diffdyn.dynamics.validation import require_choice, require_range
 
 _THRESHOLDS = {
     "geometric": lambda initial, target: jnp.sqrt(initial * target),
@@ -33,9 +33,7 @@ _THRESHOLDS = {
 
 
 @jax.jit
-def mode_variances(
-    cov: Float[Array, "d d"], basis: Float[Array, "d k"] | Complex[Array, "d k"]
-) -> Float[Array, " k"]:
+def mode_variances(cov: Float[Array, "d d"], basis: Float[Array, "d k"] | Complex[Array, "d k"]) -> Float[Array, " k"]:
     """Variance ``u_k^H C u_k`` of the covariance ``cov`` along each column ``u_k`` of ``basis``.
 
     ``basis`` may be real orthonormal (e.g. the data eigenvectors) or complex unitary (e.g. the
@@ -45,9 +43,7 @@ def mode_variances(
 
 
 @jax.jit
-def sample_mode_variances(
-    samples: Float[Array, "n d"], basis: Float[Array, "d k"] | Complex[Array, "d k"]
-) -> Float[Array, " k"]:
+def sample_mode_variances(samples: Float[Array, "n d"], basis: Float[Array, "d k"] | Complex[Array, "d k"]) -> Float[Array, " k"]:
     """Unbiased variance of ``samples`` along each column of ``basis``.
 
     Projections ``u_k^H (x_i - mean)`` of the sample-mean-centred samples, squared in modulus and
@@ -66,9 +62,7 @@ def _threshold_and_direction(taus, variance, target, criterion, initial):
     threshold_of = _THRESHOLDS[require_choice("criterion", criterion, _THRESHOLDS)]
     taus, variance = jnp.asarray(taus), jnp.asarray(variance)
     if taus.ndim != 1 or variance.shape != taus.shape:
-        raise ValueError(
-            f"variance: must have the shape of taus {taus.shape} (one mode); got {variance.shape}"
-        )
+        raise ValueError(f"variance: must have the shape of taus {taus.shape} (one mode); got {variance.shape}")
     start = variance[0] if initial is None else initial
     threshold = threshold_of(start, target)
     return threshold, start < threshold
@@ -371,9 +365,7 @@ def generalization_time(taus: Float[Array, " t"], test_loss: Float[Array, " t"])
 
 
 @jax.jit
-def memorization_time(
-    taus: Float[Array, " t"], train_loss: Float[Array, " t"], test_loss: Float[Array, " t"]
-) -> Float[Array, ""]:
+def memorization_time(taus: Float[Array, " t"], train_loss: Float[Array, " t"], test_loss: Float[Array, " t"]) -> Float[Array, ""]:
     """Onset of memorization: the time at which the generalization gap ``test - train`` has grown
     to half of its last recorded value (:func:`half_relaxation_time` of the gap; record until the
     gap has saturated). ``tau_mem`` of [BUBM] (docs/theory.md 7-8)."""

@@ -37,11 +37,7 @@ def affine_population_loss(
     """
     residual = matrix - jnp.eye(matrix.shape[0], dtype=matrix.dtype)
     bias = residual @ mean + offset
-    return (
-        jnp.sum((residual @ cov) * residual)
-        + jnp.square(sigma) * jnp.sum(jnp.square(matrix))
-        + jnp.sum(jnp.square(bias))
-    )
+    return jnp.sum((residual @ cov) * residual) + jnp.square(sigma) * jnp.sum(jnp.square(matrix)) + jnp.sum(jnp.square(bias))
 
 
 def population_loss(

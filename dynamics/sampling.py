@@ -37,8 +37,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from dynamics.status import Solved, from_diffrax
-from dynamics.schedules import (
+from diffdyn.dynamics.schedules import (
     SIGMA_MAX,
     SIGMA_MIN,
     karras_sigmas,
@@ -48,6 +47,7 @@ from dynamics.schedules import (
     vp_signal_scale,
     vp_time_from_sigma,
 )
+from diffdyn.dynamics.status import Solved, from_diffrax
 
 SampleDenoiser = Callable[[Float[Array, "*shape"], Float[Array, ""]], Float[Array, "*shape"]]
 AffineDenoiser = Callable[[Float[Array, ""]], tuple[Float[Array, "d d"], Float[Array, " d"]]]
@@ -97,9 +97,7 @@ def _solve_log_sigma(
     return Solved(solution.ys, from_diffrax(solution.result))
 
 
-def _pf_ode_vector_field(
-    u: Float[Array, ""], x: Float[Array, "*shape"], denoise: SampleDenoiser
-) -> Float[Array, "*shape"]:
+def _pf_ode_vector_field(u: Float[Array, ""], x: Float[Array, "*shape"], denoise: SampleDenoiser) -> Float[Array, "*shape"]:
     """Probability-flow vector field in ``u = ln sigma``: ``dx/du = x - D(x, e^u)``."""
     return x - denoise(x, jnp.exp(u))
 
@@ -132,7 +130,7 @@ def pf_ode_sample(
     """Solve the probability-flow ODE for ONE sample from ``sigma_max`` down to ``sigma_min``.
 
     ``x_T`` is the state at ``sigma_max`` (draw it from ``N(0, sigma_max^2 I)``); the result is
-    ``Solved(x(sigma_min), status)`` (:mod:`dynamics.status`; ``max_steps`` bounds the cost of a
+    ``Solved(x(sigma_min), status)`` (:mod:`diffdyn.dynamics.status`; ``max_steps`` bounds the cost of a
     stiff solve, whose status then says so). The ODE ``dx/du = x - D(x, e^u)``, ``u = ln sigma``, is solved with an
     adaptive ``PIDController(rtol, atol)`` (no ``dtmin``); ``solver`` defaults to
     ``diffrax.Tsit5()``. ``adjoint`` defaults to ``diffrax.RecursiveCheckpointAdjoint()``: the
@@ -190,13 +188,11 @@ def pf_ode_trajectory(
     )
 
 
-def heun_sample(
-    denoise: SampleDenoiser, x_T: Float[Array, "*shape"], sigmas: Float[Array, " n"]
-) -> Float[Array, "*shape"]:
+def heun_sample(denoise: SampleDenoiser, x_T: Float[Array, "*shape"], sigmas: Float[Array, " n"]) -> Float[Array, "*shape"]:
     """Deterministic EDM Heun sampler (Karras et al. 2022, Alg. 1, ``S_churn = 0``), ONE sample.
 
     ``sigmas`` decreases from the starting level of ``x_T`` (e.g.
-    :func:`dynamics.schedules.karras_sigmas`); each step ``sigma_i -> sigma_{i+1}`` takes an Euler
+    :func:`diffdyn.dynamics.schedules.karras_sigmas`); each step ``sigma_i -> sigma_{i+1}`` takes an Euler
     step of ``dx/dsigma = (x - D(x, sigma)) / sigma`` and, when ``sigma_{i+1} > 0``, corrects it
     with the trapezoidal (Heun) average of the slopes. A final step to ``sigma = 0`` stays Euler
     and returns ``D(x, sigma_{n-2})``. Second order in the step size. ``2 (n - 1)`` denoiser calls
@@ -219,9 +215,7 @@ def heun_sample(
     return x_0
 
 
-def interpolate_log_sigma(
-    params_grid: PyTree, sigma_grid: Float[Array, " n"], sigma: Float[Array, ""]
-) -> PyTree:
+def interpolate_log_sigma(params_grid: PyTree, sigma_grid: Float[Array, " n"], sigma: Float[Array, ""]) -> PyTree:
     """The pytree ``params_grid`` at noise level ``sigma``, linear in ``ln sigma`` between nodes.
 
     Every leaf of ``params_grid`` has a leading axis of length ``len(sigma_grid)``; ``sigma_grid``
@@ -236,6 +230,7 @@ def interpolate_log_sigma(
     log_sigma = jnp.clip(jnp.log(sigma), log_grid[0], log_grid[-1])
     lower = jnp.clip(jnp.searchsorted(log_grid, log_sigma, side="right") - 1, 0, num_nodes - 2)
     weight = (log_sigma - log_grid[lower]) / (log_grid[lower + 1] - log_grid[lower])
+
     def blend(leaf):
         leaf = jnp.asarray(leaf)
         return (1.0 - weight) * leaf[lower] + weight * leaf[lower + 1]
@@ -250,9 +245,7 @@ class _GridDenoiser(eqx.Module):
     params_grid: PyTree
     sigma_grid: Float[Array, " n"]
 
-    def __call__(
-        self, x: Float[Array, "*shape"], sigma: Float[Array, ""]
-    ) -> Float[Array, "*shape"]:
+    def __call__(self, x: Float[Array, "*shape"], sigma: Float[Array, ""]) -> Float[Array, "*shape"]:
         params = interpolate_log_sigma(self.params_grid, self.sigma_grid, sigma)
         return self.apply(params, x, sigma)
 
@@ -297,9 +290,7 @@ def vp_score_denoiser(score: VPScore) -> SampleDenoiser:
     return _VPScoreDenoiser(score)
 
 
-def vp_gaussian_start(
-    key: PRNGKeyArray, mean: Float[Array, " d"], cov: Float[Array, "d d"], t: float, num: int
-) -> Float[Array, "num d"]:
+def vp_gaussian_start(key: PRNGKeyArray, mean: Float[Array, " d"], cov: Float[Array, "d d"], t: float, num: int) -> Float[Array, "num d"]:
     """``num`` OU states at time ``t`` from ``N(e^-t m, e^-2t C + Delta_t I)``: the exact law
     of ``x_t`` for Gaussian data ``N(m, C)``, and a start for :func:`vp_heun_sample` that matches
     the first two moments of any data (the higher cumulants of ``x_t`` decay like ``e^-3t``)."""
@@ -321,7 +312,7 @@ def vp_heun_sample(
     from the OU state ``x_start`` at ``t_max`` to ``t_min``, then denoised (docs/theory.md 1).
 
     Done in sigma time by :func:`heun_sample` with :func:`vp_score_denoiser`: ``num_steps``
-    Karras levels (:func:`dynamics.schedules.karras_sigmas`, exponent ``rho``) from
+    Karras levels (:func:`diffdyn.dynamics.schedules.karras_sigmas`, exponent ``rho``) from
     ``sigma(t_max)`` down to ``sigma(t_min)``, ``sigma(t) = sqrt(e^2t - 1)``, then a final step
     to ``sigma = 0``, so the result is Tweedie's estimate of ``x0`` from the state at ``t_min``,
     ``e^t_min (x + Delta s(x, t_min))``: a sample of the data law smoothed at ``t_min``, in the
@@ -429,7 +420,5 @@ def generated_mode_variances(
         matrix, offset = affine_of(interpolate_log_sigma(params_grid, nodes, sigma))
         return basis.T @ matrix @ basis, basis.T @ offset
 
-    cov, status = generated_covariance(
-        affine, basis.shape[1], sigma_max=sigma_max, sigma_min=sigma_min, rtol=rtol, atol=1e-3 * rtol, max_steps=max_steps
-    )
+    cov, status = generated_covariance(affine, basis.shape[1], sigma_max=sigma_max, sigma_min=sigma_min, rtol=rtol, atol=1e-3 * rtol, max_steps=max_steps)
     return Solved(jnp.diagonal(cov), status)

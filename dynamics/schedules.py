@@ -51,9 +51,7 @@ def sigma_time_from_vp(x_t: ArrayLike, t: ArrayLike) -> Float[Array, "..."]:
     return jnp.asarray(x_t) * jnp.exp(jnp.asarray(t))
 
 
-def log_sigma_grid(
-    num: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX
-) -> Float[Array, " num"]:
+def log_sigma_grid(num: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> Float[Array, " num"]:
     """``num`` noise levels equally spaced in ``log sigma`` from ``sigma_min`` to ``sigma_max``."""
     return jnp.geomspace(sigma_min, sigma_max, num)
 

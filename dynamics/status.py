@@ -1,9 +1,9 @@
 """Solver outcomes as values: a failed solve is a result of its run, never an exception.
 
-Every adaptive diffrax solve in :mod:`dynamics` runs with ``throw=False`` and returns a
+Every adaptive diffrax solve in :mod:`diffdyn.dynamics` runs with ``throw=False`` and returns a
 :class:`Solved` pair: the solution and an integer status (0 = ok). Under ``jax.vmap`` one stiff
 run then cannot raise for (or stall) a whole batch: its step budget (``max_steps``) ends it, its
-status says why, and the sweep masks it (:mod:`dynamics.sweep`).
+status says why, and the sweep masks it (:mod:`diffdyn.dynamics.sweep`).
 
 Codes (:data:`FAILURES`, in order): ``0 ok``; ``1 nonfinite`` (a NaN/inf output, set by the
 sweep); ``2 max_steps`` (the step budget ran out); ``3 solver`` (any other diffrax failure: a

@@ -1,18 +1,18 @@
 """The study contract: what a study module provides so that ONE engine sweeps, stores and reports it.
 
-A study is a module (registered in :mod:`experiments`) that holds its science only:
+A study is a module (registered in :mod:`diffdyn.experiments`) that holds its science only:
 
 * ``NAME``, ``REFERENCE`` (paper and equations), ``CONVENTIONS`` (time unit, loss scale) and
   ``PRECISION`` (``"float64"`` or ``"float32"``: the sweep runs the study in it; library
   functions never switch precision themselves);
-* ``Config``: a frozen :class:`dynamics.config.StudyConfig` subclass whose fields are declared
-  with :func:`dynamics.config.setting` (static or traced, grid or not, allowed values, a doc);
+* ``Config``: a frozen :class:`diffdyn.dynamics.config.StudyConfig` subclass whose fields are declared
+  with :func:`diffdyn.dynamics.config.setting` (static or traced, grid or not, allowed values, a doc);
   ``PRESETS``: named configs, ``quick`` first;
 * ``validate(config)``: the checks that relate several fields of ONE grid point (field-by-field
-  checks come from the metadata); raises :class:`dynamics.validation.ConfigError`;
+  checks come from the metadata); raises :class:`diffdyn.dynamics.validation.ConfigError`;
 * ``point(key, config) -> {name: array}``: the pure function of ONE grid point and ONE seed: the
   simulation, the theory beside it and every in-graph measure. Grid fields hold one value;
-  traced fields may be tracers. It may return :data:`STATUS` (a :mod:`dynamics.status` code of
+  traced fields may be tracers. It may return :data:`STATUS` (a :mod:`diffdyn.dynamics.status` code of
   its solves);
 * ``outputs(config) -> Outputs``: the dims and coords of every output of ``point`` for a static
   config, and which outputs' NaN/inf marks a failed run;
@@ -22,7 +22,7 @@ A study is a module (registered in :mod:`experiments`) that holds its science on
   ``validate_sweep(config, swept_paths)`` (checks on which fields a scan may sweep).
 
 ``diffdyn run X`` sweeps the config's grid fields x ``seeds``; ``diffdyn scan X --grid f=...``
-sweeps more fields through the same engine (:mod:`dynamics.sweep`).
+sweeps more fields through the same engine (:mod:`diffdyn.dynamics.sweep`).
 """
 
 from __future__ import annotations
@@ -100,7 +100,11 @@ class Study(Protocol):
 
 def check_study(module: Any) -> None:
     """Raise ``TypeError`` naming what a study module lacks (used by the registry's tests)."""
-    missing = [name for name in ("NAME", "REFERENCE", "CONVENTIONS", "PRECISION", "Config", "PRESETS", "validate", "point", "outputs", "summarize") if not hasattr(module, name)]
+    missing = [
+        name
+        for name in ("NAME", "REFERENCE", "CONVENTIONS", "PRECISION", "Config", "PRESETS", "validate", "point", "outputs", "summarize")
+        if not hasattr(module, name)
+    ]
     if missing:
         raise TypeError(f"{module.__name__}: a study needs {', '.join(missing)}")
     if module.PRECISION not in PRECISIONS:

@@ -1,7 +1,7 @@
 """Training loops: optax gradient descent as one ``lax.scan``, and gradient flow as an ODE.
 
 Conventions (docs/theory.md section 1): losses are the un-halved summed squared error of
-:mod:`dynamics.objectives`; training time is ``tau = learning_rate * steps``; gradient flow is
+:mod:`diffdyn.dynamics.objectives`; training time is ``tau = learning_rate * steps``; gradient flow is
 ``d theta / d tau = -eta grad L(theta)`` so that plain gradient descent with step ``eta`` is its
 explicit Euler discretisation (``tau = eta * steps``).
 
@@ -26,9 +26,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from dynamics.objectives import population_loss
-from dynamics.status import Solved, from_diffrax, worst
-from dynamics.validation import ConfigError, require_choice
+from diffdyn.dynamics.objectives import population_loss
+from diffdyn.dynamics.status import Solved, from_diffrax, worst
+from diffdyn.dynamics.validation import ConfigError, require_choice
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": optax.sgd,  # plain gradient descent: no momentum
@@ -113,9 +113,7 @@ def make_train(
             value, grads = jax.value_and_grad(loss)(params, jax.random.fold_in(loop_key, index), hparams)
             hit = index == targets[slot]
             row = jnp.minimum(slot, num_records - 1)
-            buffer = jax.tree.map(
-                lambda b, p: b.at[row].set(jnp.where(hit, p, b[row])), buffer, params
-            )
+            buffer = jax.tree.map(lambda b, p: b.at[row].set(jnp.where(hit, p, b[row])), buffer, params)
             losses = losses.at[row].set(jnp.where(hit, value, losses[row]))
             updates, opt_state = transform.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
@@ -150,7 +148,7 @@ def gradient_flow(
     symmetric two-layer denoiser). Quadratic losses (affine denoisers), whose rates reach
     ``2 eta (sigma_max^2 + lambda)``, are solved exactly by :func:`quadratic_gradient_flow`.
     Returns ``Solved(params, status)``: the parameters with a leading axis over ``taus``
-    (increasing, >= 0) and the solver status (:mod:`dynamics.status`): a solve that needs more
+    (increasing, >= 0) and the solver status (:mod:`diffdyn.dynamics.status`): a solve that needs more
     than ``max_steps`` steps stops there (unreached times are ``inf``) instead of raising.
     """
     solver = diffrax.Tsit5() if solver is None else solver
@@ -223,9 +221,7 @@ def _spectral_action_jvp(decay_integral, primals, tangents):
     d_hessian, d_time, d_eta, d_vector = tangents
     curvature, vectors = jnp.linalg.eigh(hessian)
     projected = vectors.T @ vector
-    values, d_values = jax.jvp(
-        lambda t, e: decay_integral(curvature, t, e), (time, eta), (d_time, d_eta)
-    )
+    values, d_values = jax.jvp(lambda t, e: decay_integral(curvature, t, e), (time, eta), (d_time, d_eta))
     decay = lambda h: decay_integral(h, time, eta)
     rotated = vectors.T @ d_hessian @ vectors
     rotated = 0.5 * (rotated + rotated.T)  # eigh reads the symmetric part of its input
@@ -293,7 +289,7 @@ def quadratic_gradient_flow(
     eigendecomposed (as neural-tangents' ``predict``): with ``g0 = grad L(theta0)``,
     ``theta(tau) = theta0 - V diag((1 - exp(-eta h tau)) / h) V^T g0`` (``eta tau`` where
     ``h = 0``). No knowledge of the denoiser's structure is used, so it independently checks the
-    per-mode closed forms of :mod:`dynamics.theory`. Cost: one ``P x P`` eigendecomposition for
+    per-mode closed forms of :mod:`diffdyn.dynamics.theory`. Cost: one ``P x P`` eigendecomposition for
     ``P`` parameters. The returned function broadcasts over nothing: ``jax.vmap`` it over taus.
 
     ``theta(tau)`` is differentiable (``jax.grad`` / ``jax.jacfwd``, first order) in ``tau``,
@@ -336,7 +332,7 @@ def train_per_sigma(
     """Independent denoisers at every noise level ``nodes[i]`` ([WP] sec. 3: one set of
     parameters per sigma), each trained by gradient flow with rate ``etas[i]`` (a per-sigma rate
     is a per-sigma loss weight) on the exact population loss of data with moments ``(mean, cov)``
-    (:func:`dynamics.objectives.population_loss`: summed, un-halved; time ``tau`` = learning rate
+    (:func:`diffdyn.dynamics.objectives.population_loss`: summed, un-halved; time ``tau`` = learning rate
     x steps). ``model`` has ``init(key, scale)`` and ``affine(params) -> (A, c)``.
 
     Every node starts from the same initialisation, so the parameters vary smoothly with sigma

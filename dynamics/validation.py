@@ -38,9 +38,7 @@ def require_finite(field: str, values) -> np.ndarray:
     return array
 
 
-def require_range(
-    field: str, values, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False
-) -> np.ndarray:
+def require_range(field: str, values, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False) -> np.ndarray:
     """Check ``low <= values <= high`` (``low < values`` with ``low_open``), elementwise."""
     array = require_finite(field, values)
     below = array <= low if low_open else array < low
@@ -71,9 +69,7 @@ def require_psd(field: str, matrix, *, tol: float = 1e-10) -> np.ndarray:
     eigenvalues = np.linalg.eigvalsh(array)
     scale = max(float(np.abs(eigenvalues).max()), 1.0)
     if eigenvalues.min() < -tol * scale:
-        raise ConfigError(
-            f"{field}: must be positive semi-definite; smallest eigenvalue {eigenvalues.min():.3g}"
-        )
+        raise ConfigError(f"{field}: must be positive semi-definite; smallest eigenvalue {eigenvalues.min():.3g}")
     return array
 
 

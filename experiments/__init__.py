@@ -1,7 +1,7 @@
 """Studies: one module per experiment, each a reproducible sweep with a CLI, figures and a
 measured-vs-predicted table.
 
-A study module follows the contract of :mod:`dynamics.study` (``Config``, ``PRESETS``,
+A study module follows the contract of :mod:`diffdyn.dynamics.study` (``Config``, ``PRESETS``,
 ``validate``, ``point``, ``outputs``, ``summarize``, optional ``figures``); adding one is a module,
 a line in :data:`EXPERIMENTS` and a test file. Run one from Python with
 ``experiments.run(experiments.get("spectral-bias"), config)`` or ``spectral_bias.run(config)``.
@@ -18,7 +18,7 @@ from types import ModuleType
 import jaxlib.version
 from jax._src import xla_bridge
 
-from dynamics.validation import require_choice
+from diffdyn.dynamics.validation import require_choice
 
 
 def cpu_pool_threads(xla_flags: str) -> int:
@@ -51,15 +51,15 @@ def _size_cpu_pool() -> None:
 _size_cpu_pool()
 
 EXPERIMENTS: dict[str, str] = {
-    "spectral-bias": "experiments.spectral_bias",
-    "inverse-design": "experiments.inverse_design",
-    "speciation": "experiments.speciation",
-    "class-imbalance": "experiments.class_imbalance",
-    "nonlinear-spectral-bias": "experiments.nonlinear_spectral_bias",
-    "memorization": "experiments.memorization",
-    "simplicity-bias": "experiments.simplicity_bias",
-    "simplicity-bias-images": "experiments.simplicity_bias_images",
-    "collapse-refine": "experiments.collapse_refine",
+    "spectral-bias": "diffdyn.experiments.spectral_bias",
+    "inverse-design": "diffdyn.experiments.inverse_design",
+    "speciation": "diffdyn.experiments.speciation",
+    "class-imbalance": "diffdyn.experiments.class_imbalance",
+    "nonlinear-spectral-bias": "diffdyn.experiments.nonlinear_spectral_bias",
+    "memorization": "diffdyn.experiments.memorization",
+    "simplicity-bias": "diffdyn.experiments.simplicity_bias",
+    "simplicity-bias-images": "diffdyn.experiments.simplicity_bias_images",
+    "collapse-refine": "diffdyn.experiments.collapse_refine",
 }
 
 
@@ -69,7 +69,7 @@ def get(name: str) -> ModuleType:
 
 
 def run(study: ModuleType, config=None):
-    """The swept dataset of ``study`` (default config: its quick preset); see :mod:`experiments.runner`."""
-    from experiments import runner
+    """The swept dataset of ``study`` (default config: its quick preset); see :mod:`diffdyn.experiments.runner`."""
+    from diffdyn.experiments import runner
 
     return runner.run(study, config)

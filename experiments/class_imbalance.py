@@ -3,7 +3,7 @@
 **Reconstruction** (docs/theory.md section 8): [N] (Nicoletti, Ma, Ventura, Saglietti, Sarao
 Mannelli, arXiv 2605.06367) studies classes and imbalance on top of the [BUBM] random-features
 score; its exact settings could not be read, so this study rebuilds the model of sections 7-8
-with every parameter configurable (:mod:`models.classes`): class 0 ``N(mu~_0 sqrt(d) e_1, I)``,
+with every parameter configurable (:mod:`diffdyn.models.classes`): class 0 ``N(mu~_0 sqrt(d) e_1, I)``,
 class 1 ``N(mu~_1 sqrt(d) e_2, r I)``, ``n_0 = problem.base_count`` training points of class 0
 and ``n_1 = round(ratio n_0)`` of class 1, the score ``s_A(x) = (A / sqrt(p)) g(W x / sqrt(d))``
 at one OU time ``t`` trained from ``A = 0`` by the exact gradient flow of the (class-weighted)
@@ -26,14 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from dynamics.config import LogGrid, StudyConfig, setting
-from dynamics.study import Outputs, Row, Summary
-from dynamics.validation import ConfigError
-from experiments import figures as plots
-from experiments.runner import bind
-from models import classes
-from models.classes import CLASSES, ClassProblem
-from models.denoisers.random_features import Generator
+from diffdyn.dynamics.config import LogGrid, StudyConfig, setting
+from diffdyn.dynamics.study import Outputs, Row, Summary
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models import classes
+from diffdyn.models.classes import CLASSES, ClassProblem
+from diffdyn.models.denoisers.random_features import Generator
 
 NAME = "class-imbalance"
 REFERENCE = "Nicoletti et al., arXiv 2605.06367 (reconstruction on Bonnaire et al., arXiv 2505.17638); docs/theory.md sections 7-8"
@@ -46,7 +46,9 @@ MEASURES = {"generalization_time": "learned", "memorization_time": "memorized"}
 class Config(StudyConfig):
     """Settings of the class-imbalance study (OU time ``t``; ``tau = k eta / d^2``)."""
 
-    variance_ratio: tuple[float, ...] = setting((1.0, 4.0), "class variance ratio sigma_1^2 / sigma_0^2 (sigma_0 = 1)", grid=True, traced=True, low=0.0, low_open=True)
+    variance_ratio: tuple[float, ...] = setting(
+        (1.0, 4.0), "class variance ratio sigma_1^2 / sigma_0^2 (sigma_0 = 1)", grid=True, traced=True, low=0.0, low_open=True
+    )
     centroid_norm: tuple[float, ...] = setting((1.0, 2.0), "centroid norm mu~_1 of class 1 (|mu_1| = mu~_1 sqrt(d))", grid=True, traced=True, low=0.0)
     imbalance_ratio: tuple[float, ...] = setting((0.125, 1.0, 8.0), "training counts n_1 / n_0 (one program each)", grid=True, low=0.0, low_open=True)
     centroid_norm_0: float = setting(1.0, "centroid norm mu~_0 of class 0", traced=True, low=0.0)
@@ -59,13 +61,18 @@ class Config(StudyConfig):
 PRESETS = {
     "quick": Config(seeds=2),
     "tiny": Config(
-        variance_ratio=(1.0, 4.0), centroid_norm=(1.0,), imbalance_ratio=(1.0,), seeds=2,
+        variance_ratio=(1.0, 4.0),
+        centroid_norm=(1.0,),
+        imbalance_ratio=(1.0,),
+        seeds=2,
         problem=ClassProblem(dim=8, num_features=32, base_count=8, num_noise=4, num_test=32, test_noise=2),
         generator=Generator(samples=8, taus=(1e2, 1e8), steps=4),
     ),
     "paper": Config(
-        variance_ratio=(0.25, 0.5, 1.0, 2.0, 4.0), centroid_norm=(0.0, 0.5, 1.0, 2.0),
-        imbalance_ratio=(1 / 16, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0), seeds=3,
+        variance_ratio=(0.25, 0.5, 1.0, 2.0, 4.0),
+        centroid_norm=(0.0, 0.5, 1.0, 2.0),
+        imbalance_ratio=(1 / 16, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+        seeds=3,
         problem=ClassProblem(dim=100, num_features=6400, base_count=400, num_noise=32, num_test=2000, tau=LogGrid(1e-3, 1e7, 121)),
     ),
 }
@@ -174,7 +181,16 @@ def summarize(dataset, config: Config) -> Summary:
                 where = f"sigma_1^2/sigma_0^2={v:g}, mu~_1={m:g}, n_1/n_0={balance:g}"
                 note = f"tau_1/tau_0 = {at_balance:.3g}; order reverses at n_1/n_0 = {'none in grid' if reversal is None else f'{reversal:.3g}'}"
                 rows.append(Row(f"class {verb} first", first_class(at_balance), predicted_first(float(v)), where, note))
-                points.append({"measure": measure, "variance_ratio": float(v), "centroid_norm": float(m), "first_at_balance": first_class(at_balance), "time_ratio_1_over_0": curve.tolist(), "reversal_ratio": reversal})
+                points.append(
+                    {
+                        "measure": measure,
+                        "variance_ratio": float(v),
+                        "centroid_norm": float(m),
+                        "first_at_balance": first_class(at_balance),
+                        "time_ratio_1_over_0": curve.tolist(),
+                        "reversal_ratio": reversal,
+                    }
+                )
     higher = lambda measure: all(p["first_at_balance"] == "class_1" for p in points if p["measure"] == measure and p["variance_ratio"] > 1.0)
     values = {
         "balance": balance,
@@ -185,7 +201,15 @@ def summarize(dataset, config: Config) -> Summary:
     }
     if "memorization_fraction_generated" in dataset:
         values["generated_samples"] = generated_summary(dataset, balance)
-        rows.append(Row("higher-variance class copied more (balance)", values["generated_samples"]["higher_variance_copied_more_at_balance"], True, f"n_1/n_0={balance:g}", "mean over generator taus and seeds"))
+        rows.append(
+            Row(
+                "higher-variance class copied more (balance)",
+                values["generated_samples"]["higher_variance_copied_more_at_balance"],
+                True,
+                f"n_1/n_0={balance:g}",
+                "mean over generator taus and seeds",
+            )
+        )
     notes = (
         "Times: generalization = half of the per-class test-loss drop; memorization = half-rise of the per-class train/test gap; seed medians.",
         "Reconstruction of [N] on the [BUBM] random-features score (docs/theory.md section 8); every parameter configurable.",
@@ -217,8 +241,13 @@ def figures(dataset, config: Config) -> dict:
         ratio = np.log10(time_ratio(dataset, measure).transpose("variance_ratio", "centroid_norm", "imbalance_ratio"))
         for j, norm in enumerate(norms):
             plots.phase_map(
-                axes[i * len(norms) + j], ratio.sel(centroid_norm=norm), list(dataset.imbalance_ratio.values), list(dataset.variance_ratio.values),
-                title=f"{verb}, mu~_1={norm:g}", x_name="n_1 / n_0", y_name="sigma_1^2 / sigma_0^2",
+                axes[i * len(norms) + j],
+                ratio.sel(centroid_norm=norm),
+                list(dataset.imbalance_ratio.values),
+                list(dataset.variance_ratio.values),
+                title=f"{verb}, mu~_1={norm:g}",
+                x_name="n_1 / n_0",
+                y_name="sigma_1^2 / sigma_0^2",
             )
     one = dataset.isel(seed=0, centroid_norm=0, variance_ratio=-1)
     where = f"sigma_1^2/sigma_0^2={float(one.variance_ratio):g}, mu~_1={float(one.centroid_norm):g}, seed 0"
@@ -247,7 +276,14 @@ def generated_figure(dataset):
     for axis, v in zip(axes, dataset.variance_ratio.values):
         for k, ratio in enumerate(dataset.imbalance_ratio.values):
             for c, style in zip(CLASSES, ("-", "--")):
-                axis.semilogx(dataset.tau_sample, fractions.sel(variance_ratio=v, imbalance_ratio=ratio, class_=c), style, marker="o", color=f"C{k}", label=f"{c}, n_1/n_0={ratio:g}")
+                axis.semilogx(
+                    dataset.tau_sample,
+                    fractions.sel(variance_ratio=v, imbalance_ratio=ratio, class_=c),
+                    style,
+                    marker="o",
+                    color=f"C{k}",
+                    label=f"{c}, n_1/n_0={ratio:g}",
+                )
         axis.set(xlabel="generator training time tau", ylabel="copied fraction", ylim=(-0.02, 1.02), title=f"sigma_1^2/sigma_0^2={v:g}")
     axes[0].legend(fontsize=6)
     return figure

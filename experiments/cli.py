@@ -19,10 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from dynamics import config as configs
-from dynamics.sweep import parse_grid_option
-from dynamics.validation import ConfigError, require_choice
-from experiments import EXPERIMENTS, get, report, runner
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics.sweep import parse_grid_option
+from diffdyn.dynamics.validation import ConfigError, require_choice
+from diffdyn.experiments import EXPERIMENTS, get, report, runner
 
 ENGINE_OPTIONS = {
     "--preset": "named settings to start from (default quick)",
@@ -72,7 +72,10 @@ def field_help(study) -> str:
         default = configs.get(quick, info.path)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
         tags = [tag for tag, on in (("grid", info.grid), ("traced", info.traced)) if on]
-        lines.append(f"  --{info.path.replace('_', '-'):<28} {kind.upper():<10} default {shown or '(empty)'}; {configs.allowed(info)}" + (f" [{', '.join(tags)}]" if tags else ""))
+        lines.append(
+            f"  --{info.path.replace('_', '-'):<28} {kind.upper():<10} default {shown or '(empty)'}; {configs.allowed(info)}"
+            + (f" [{', '.join(tags)}]" if tags else "")
+        )
         lines.append(f"      {info.doc}")
     return "\n".join(lines)
 
@@ -96,7 +99,7 @@ def engine_parser(command: str) -> argparse.ArgumentParser:
 
 
 def command_sweep(command: str, argv: list[str]) -> int:
-    """``run`` and ``scan``: one code path (:func:`experiments.runner.execute`)."""
+    """``run`` and ``scan``: one code path (:func:`diffdyn.experiments.runner.execute`)."""
     args, tokens = engine_parser(command).parse_known_args(argv)
     study = get(args.experiment)
     if args.help:
@@ -117,9 +120,15 @@ def command_sweep(command: str, argv: list[str]) -> int:
     config = build_config(study, args.preset, tokens)
     out = Path(args.out or Path("runs") / (study.NAME + ("-scan" if command == "scan" else "")))
     result = runner.execute(
-        study, config, extra, out=out, preset=args.preset, resume=args.resume,
+        study,
+        config,
+        extra,
+        out=out,
+        preset=args.preset,
+        resume=args.resume,
         overwrite=args.overwrite or (command == "run" and not args.resume),
-        chunk_size=args.chunk_size, max_memory=args.max_memory,
+        chunk_size=args.chunk_size,
+        max_memory=args.max_memory,
     )
     if result.dataset is None:  # not process 0 of a multi-process sweep
         return 0
@@ -157,7 +166,9 @@ def command_report(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="diffdyn", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="diffdyn", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
     parser.add_argument("command", choices=("list", "run", "scan", "report"))
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()

@@ -5,7 +5,7 @@ mechanism as docs/theory.md section 10 reconstructs it, every parameter configur
 draws a k-dimensional manifold (subspace, sphere or flat torus) randomly embedded in R^D and:
 
 * **collapse** (per noise level): for every family, parameterisation (denoiser loss,
-  score-weighted, eps; :mod:`dynamics.theory.manifolds`) and noise level, trains an independent
+  score-weighted, eps; :mod:`diffdyn.dynamics.theory.manifolds`) and noise level, trains an independent
   denoiser by gradient descent from ``D = x`` on ``n_train`` points (fresh minibatch and noise
   every step), its step a fixed fraction of the affine denoiser's stability bound at that sigma,
   and records at log-spaced checkpoints the Jacobian at on-manifold points (trace = effective
@@ -23,7 +23,7 @@ draws a k-dimensional manifold (subspace, sphere or flat torus) randomly embedde
   samples, scored by their distance to M and the MMD of their intrinsic coordinates to fresh data.
 
 Families: ``linear`` ``F = W x + b`` (the linear toy, simulated), ``conservative`` (gradient of a
-potential, :mod:`models.denoisers.conservative`), ``mlp`` (``W x + b`` + an MLP-UNet).
+potential, :mod:`diffdyn.models.denoisers.conservative`), ``mlp`` (``W x + b`` + an MLP-UNet).
 """
 
 from __future__ import annotations
@@ -34,19 +34,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics import edm, geometry, measures
-from dynamics.config import LogGrid, StudyConfig, setting
-from dynamics.study import Outputs, Row, Summary
-from dynamics.theory import manifolds as theory
-from dynamics.training import log_spaced_steps, make_train
-from dynamics.validation import ConfigError
-from experiments import figures as plots
-from experiments.runner import bind
-from models.denoisers.conservative import Conservative
-from models.denoisers.linear import Linear
-from models.denoisers.mlp import MLPUNet
-from models.distributions import manifolds as data
-from models.distributions.gaussian import empirical_data
+from diffdyn.dynamics import edm, geometry, measures
+from diffdyn.dynamics.config import LogGrid, StudyConfig, setting
+from diffdyn.dynamics.study import Outputs, Row, Summary
+from diffdyn.dynamics.theory import manifolds as theory
+from diffdyn.dynamics.training import log_spaced_steps, make_train
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models.denoisers.conservative import Conservative
+from diffdyn.models.denoisers.linear import Linear
+from diffdyn.models.denoisers.mlp import MLPUNet
+from diffdyn.models.distributions import manifolds as data
+from diffdyn.models.distributions.gaussian import empirical_data
 
 NAME = "collapse-refine"
 REFERENCE = "Huang et al., arXiv 2605.20235 (abstract only: a reconstruction of the mechanism); docs/theory.md section 10"
@@ -81,7 +81,9 @@ class Config(StudyConfig):
     collapse_threshold: float = setting(0.3, "collapse: normal leakage / sqrt(D - k) below this", low=0.0, high=1.0, low_open=True)
     reference_sigma: float = setting(0.1, "noise level (nearest grid value) of the final-rank and intrinsic-dimension headlines", low=0.0, low_open=True)
     num_points: int = setting(16, "on-manifold evaluation points", low=1)
-    sample_sizes: tuple[int, ...] = setting((16, 64, 256), "training-set sizes of the two-stage vs ambient comparison (each divides the largest; none: skip it)", low=2)
+    sample_sizes: tuple[int, ...] = setting(
+        (16, 64, 256), "training-set sizes of the two-stage vs ambient comparison (each divides the largest; none: skip it)", low=2
+    )
     comparison_dims: tuple[int, ...] = setting((8, 16), "ambient dimensions of the comparison (one program, padded to the largest)", low=2)
     encoder_sigma: float = setting(0.05, "noise level of the two-stage encoder / decoder", traced=True, low=0.0, low_open=True)
     edm_steps: int = setting(600, "Adam steps of the EDM-trained MLP-UNets", low=1)
@@ -98,13 +100,34 @@ class Config(StudyConfig):
 PRESETS = {
     "quick": Config(seeds=2),
     "tiny": Config(
-        intrinsic_dim=(1,), ambient_dim=4, n_train=16, families=("linear",), sigma=LogGrid(0.1, 0.4, 2), num_steps=40,
-        num_records=4, batch_size=16, num_points=3, sample_sizes=(),
+        intrinsic_dim=(1,),
+        ambient_dim=4,
+        n_train=16,
+        families=("linear",),
+        sigma=LogGrid(0.1, 0.4, 2),
+        num_steps=40,
+        num_records=4,
+        batch_size=16,
+        num_points=3,
+        sample_sizes=(),
     ),
     "paper": Config(  # our larger settings ([H]'s own are not public)
-        manifold=("subspace", "sphere", "torus"), intrinsic_dim=(1, 2, 4), ambient_dim=64, families=FAMILIES, sigma=LogGrid(0.02, 0.5, 8),
-        num_steps=20_000, num_records=32, batch_size=256, width=128, sample_sizes=(16, 64, 256, 1024), comparison_dims=(16, 32, 64, 128),
-        edm_steps=10_000, depth=4, embedding=64, num_samples=2048, seeds=4,
+        manifold=("subspace", "sphere", "torus"),
+        intrinsic_dim=(1, 2, 4),
+        ambient_dim=64,
+        families=FAMILIES,
+        sigma=LogGrid(0.02, 0.5, 8),
+        num_steps=20_000,
+        num_records=32,
+        batch_size=256,
+        width=128,
+        sample_sizes=(16, 64, 256, 1024),
+        comparison_dims=(16, 32, 64, 128),
+        edm_steps=10_000,
+        depth=4,
+        embedding=64,
+        num_samples=2048,
+        seeds=4,
     ),
 }
 
@@ -114,7 +137,9 @@ def validate(config: Config) -> None:
     span = data.chart_dim(config.manifold, config.intrinsic_dim)
     for field, dims in (("ambient_dim", (config.ambient_dim,)), ("comparison_dims", config.comparison_dims)):
         if min(dims, default=span + 1) <= span:
-            raise ConfigError(f"{field}: a {config.manifold} of dimension {config.intrinsic_dim} spans R^{span}; D must exceed it, got {getattr(config, field)}")
+            raise ConfigError(
+                f"{field}: a {config.manifold} of dimension {config.intrinsic_dim} spans R^{span}; D must exceed it, got {getattr(config, field)}"
+            )
     largest = max(config.sample_sizes, default=1)
     if any(largest % n for n in config.sample_sizes):
         raise ConfigError(f"sample_sizes: each must divide the largest ({largest}); got {config.sample_sizes}")
@@ -154,7 +179,7 @@ def first_rows(points, count):
 
 
 def schedule(config: Config, names, sigmas, points) -> dict:
-    """:func:`dynamics.theory.manifolds.descent_schedule` on the moments of the training ``points``."""
+    """:func:`diffdyn.dynamics.theory.manifolds.descent_schedule` on the moments of the training ``points``."""
     return theory.descent_schedule(names, sigmas, *empirical_data(points), config.step_fraction)
 
 
@@ -197,7 +222,13 @@ def edm_denoiser(config: Config, mask):
 def train_edm(config: Config, points, mask, key):
     """The EDM recipe (Adam, log-normal sigmas, EDM weighting) on ``points``: the final parameters."""
     mlp, denoise = edm_denoiser(config, mask)
-    train = make_train(lambda k, h: mlp.init(k), edm.make_loss(denoise, points, config.batch_size), num_steps=config.edm_steps, record_steps=(config.edm_steps,), optimizer="adam")
+    train = make_train(
+        lambda k, h: mlp.init(k),
+        edm.make_loss(denoise, points, config.batch_size),
+        num_steps=config.edm_steps,
+        record_steps=(config.edm_steps,),
+        optimizer="adam",
+    )
     return jax.tree.map(lambda leaf: leaf[-1], train(key, {"learning_rate": config.edm_learning_rate}).params)
 
 
@@ -229,10 +260,16 @@ def linear_toy(config: Config, manifold, points, probe, h, taus) -> dict:
     trained by the study's gradient descent on the training set's moments: its effective rank,
     normal leakage and collapse time."""
     dim, (on_points, tangents, _) = manifold.ambient_dim, probe
-    weights = lambda entry, tau: theory.linear_toy_weights(jnp.eye(dim, dim + 1), *empirical_data(points), entry["sigma"], tau, entry["rate"], entry["learning_rate"])[:, :dim]
+    weights = lambda entry, tau: theory.linear_toy_weights(
+        jnp.eye(dim, dim + 1), *empirical_data(points), entry["sigma"], tau, entry["rate"], entry["learning_rate"]
+    )[:, :dim]
     curve = lambda entry, tau: data.denoiser_geometry(manifold, on_points, tangents, lambda x: weights(entry, tau) @ x, entry["sigma"])
     measured = over_grid(lambda entry, times: jax.vmap(lambda tau: curve(entry, tau))(times))(h, taus)
-    return {"theory_effective_rank": measured["trace"], "theory_normal_leakage": measured["leakage"], "theory_collapse_time": over_grid(collapse(config))(measured["leakage"], taus)}
+    return {
+        "theory_effective_rank": measured["trace"],
+        "theory_normal_leakage": measured["leakage"],
+        "theory_collapse_time": over_grid(collapse(config))(measured["leakage"], taus),
+    }
 
 
 def collapse(config: Config):
@@ -274,8 +311,13 @@ def comparison(config: Config, key) -> dict:
     """:func:`two_stage` for every ``comparison_dims`` (the same intrinsic points, each in its own
     random embedding padded to the largest) and every ``sample_sizes`` (nested training sets),
     and the MMD floor: the MMD between two fresh reference sets."""
-    padded, (data_key, reference_key, floor_key, pair_key, *embedding_keys) = max(config.comparison_dims), jax.random.split(key, 4 + len(config.comparison_dims))
-    embed = lambda embedding_key, dim: data.random_manifold(embedding_key, config.manifold, config.intrinsic_dim, dim, config.radius, config.concentration, padded)
+    padded, (data_key, reference_key, floor_key, pair_key, *embedding_keys) = (
+        max(config.comparison_dims),
+        jax.random.split(key, 4 + len(config.comparison_dims)),
+    )
+    embed = lambda embedding_key, dim: data.random_manifold(
+        embedding_key, config.manifold, config.intrinsic_dim, dim, config.radius, config.concentration, padded
+    )
     manifolds = jax.tree.map(lambda *leaves: jnp.stack(leaves), *map(embed, embedding_keys, config.comparison_dims))
     active = (jnp.arange(padded)[None, :] < jnp.asarray(config.comparison_dims)[:, None]).astype(manifolds.radius.dtype)
     points = jax.vmap(lambda manifold: data.sample(data_key, manifold, max(config.sample_sizes)))(manifolds)
@@ -299,30 +341,58 @@ def point(key, config: Config) -> dict:
     exact = lambda sigma: data.denoiser_geometry(manifold, *probe[:2], lambda x: data.optimal_denoiser(manifold, x, sigma), sigma)
     optimal = jax.vmap(exact)(h["sigma"][0])
     sigma = float(config.sigma.values()[reference_index(config)])
-    return (comparison(config, comparison_key) if config.sample_sizes else {}) | linear_toy(config, manifold, points, probe, h, taus) | {
-        "effective_rank": simulated["trace"], "normal_leakage": simulated["leakage"], "principal_angle": simulated["angle"], "flipd": simulated["flipd"],
-        "jacobian_spectrum": simulated["spectrum"], "denoiser_error": simulated["denoiser_error"], "loss": simulated["loss"], "tau": taus,
-        "normal_bundle_svd": simulated["normal_bundle_svd"], "collapse_time": jax.vmap(over_grid(collapse(config)), in_axes=(0, None))(simulated["leakage"], taus),
-        "optimal_effective_rank": optimal["trace"], "optimal_flipd": optimal["flipd"],
-        "exact_normal_bundle_svd": data.normal_bundle_estimate(lambda x: data.score(manifold, x, sigma), on_points, sigma, svd_key),
-    }
+    return (
+        (comparison(config, comparison_key) if config.sample_sizes else {})
+        | linear_toy(config, manifold, points, probe, h, taus)
+        | {
+            "effective_rank": simulated["trace"],
+            "normal_leakage": simulated["leakage"],
+            "principal_angle": simulated["angle"],
+            "flipd": simulated["flipd"],
+            "jacobian_spectrum": simulated["spectrum"],
+            "denoiser_error": simulated["denoiser_error"],
+            "loss": simulated["loss"],
+            "tau": taus,
+            "normal_bundle_svd": simulated["normal_bundle_svd"],
+            "collapse_time": jax.vmap(over_grid(collapse(config)), in_axes=(0, None))(simulated["leakage"], taus),
+            "optimal_effective_rank": optimal["trace"],
+            "optimal_flipd": optimal["flipd"],
+            "exact_normal_bundle_svd": data.normal_bundle_estimate(lambda x: data.score(manifold, x, sigma), on_points, sigma, svd_key),
+        }
+    )
 
 
 def outputs(config: Config) -> Outputs:
     grid = ("parameterisation", "sigma")
     curves = {name: ("family", *grid, "step") for name in ("effective_rank", "normal_leakage", "principal_angle", "flipd", "loss")}
     return Outputs(
-        dims=curves | {
-            "jacobian_spectrum": ("family", *grid, "step", "rank"), "denoiser_error": ("family", *grid, "step", "part"),
-            "normal_bundle_svd": ("family", "parameterisation"), "collapse_time": ("family", *grid), "tau": (*grid, "step"),
-            "theory_effective_rank": (*grid, "step"), "theory_normal_leakage": (*grid, "step"), "theory_collapse_time": grid,
-            "optimal_effective_rank": ("sigma",), "optimal_flipd": ("sigma",), "exact_normal_bundle_svd": (), "mmd_floor": (),
-            "sample_error": ("size", "comparison_dim", "model"), "sample_distance": ("size", "comparison_dim", "model"), "encoder_angle": ("size", "comparison_dim"),
+        dims=curves
+        | {
+            "jacobian_spectrum": ("family", *grid, "step", "rank"),
+            "denoiser_error": ("family", *grid, "step", "part"),
+            "normal_bundle_svd": ("family", "parameterisation"),
+            "collapse_time": ("family", *grid),
+            "tau": (*grid, "step"),
+            "theory_effective_rank": (*grid, "step"),
+            "theory_normal_leakage": (*grid, "step"),
+            "theory_collapse_time": grid,
+            "optimal_effective_rank": ("sigma",),
+            "optimal_flipd": ("sigma",),
+            "exact_normal_bundle_svd": (),
+            "mmd_floor": (),
+            "sample_error": ("size", "comparison_dim", "model"),
+            "sample_distance": ("size", "comparison_dim", "model"),
+            "encoder_angle": ("size", "comparison_dim"),
         },
         coords={
-            "family": np.asarray(config.families), "parameterisation": np.asarray(config.parameterisations), "sigma": config.sigma.values(),
-            "step": np.asarray(record_steps(config.num_steps, config.num_records)), "part": np.array(["normal", "tangent", "projection"]),
-            "model": np.asarray(MODELS), "size": np.asarray(config.sample_sizes), "comparison_dim": np.asarray(config.comparison_dims),
+            "family": np.asarray(config.families),
+            "parameterisation": np.asarray(config.parameterisations),
+            "sigma": config.sigma.values(),
+            "step": np.asarray(record_steps(config.num_steps, config.num_records)),
+            "part": np.array(["normal", "tangent", "projection"]),
+            "model": np.asarray(MODELS),
+            "size": np.asarray(config.sample_sizes),
+            "comparison_dim": np.asarray(config.comparison_dims),
         },
         checked=("effective_rank", "normal_leakage", "loss", "optimal_effective_rank", "sample_error", "sample_distance"),
         long_names={
@@ -379,7 +449,9 @@ def summarize(dataset, config: Config) -> Summary:
                     rows.append(Row(f"sample distance^2 to M ({model})", curves[f"{model}_distance"][-1], None, f"{where}, {largest}"))
         if "linear" in one.family:
             deviation = float(np.abs(one.normal_leakage.sel(family="linear") - one.theory_normal_leakage).max())
-            rows.append(Row("max |normal leakage - closed form| (linear family)", deviation, 0.0, f"manifold={manifold}", "SGD with fresh noise vs the exact descent"))
+            rows.append(
+                Row("max |normal leakage - closed form| (linear family)", deviation, 0.0, f"manifold={manifold}", "SGD with fresh noise vs the exact descent")
+            )
     notes = (
         (
             f"collapse time: first tau (GD step x steps) at which ||(I - P_T) dD/dx||_F / sqrt(D - k), averaged over on-manifold points, falls below "
@@ -402,7 +474,15 @@ def collapse_slopes(one, config: Config, rows: list, where: str) -> dict:
             predicted = log_slope(sigmas, theory.collapse_time(theory.flow_rate(str(name), sigmas), sigmas, config.collapse_threshold))[0]
             toy = log_slope(one.sigma.broadcast_like(times), one.theory_collapse_time.sel(parameterisation=name).broadcast_like(times))[0]
             slopes.setdefault(str(family), {})[str(name)] = {"measured": measured, "predicted": predicted, "linear_toy_on_data": toy, "collapsed_runs": used}
-            rows.append(Row("collapse-time slope d ln tau_c / d ln sigma", measured, predicted, f"{where}, family={family}, {name}", f"{used} collapsed (k, sigma, seed); linear toy on these data {toy:.3g}"))
+            rows.append(
+                Row(
+                    "collapse-time slope d ln tau_c / d ln sigma",
+                    measured,
+                    predicted,
+                    f"{where}, family={family}, {name}",
+                    f"{used} collapsed (k, sigma, seed); linear toy on these data {toy:.3g}",
+                )
+            )
     return slopes
 
 
@@ -419,7 +499,11 @@ def final_estimates(one, config: Config, rows: list, where: str) -> tuple[dict, 
     }
     where = f"{where}, sigma={float(at.sigma):.3g}"
     rows += [Row(f"final effective rank tr dD/dx ({source})", rank, k, where, "last checkpoint") for source, rank in ranks.items()]
-    rows += [Row(f"intrinsic dimension, {estimator} ({source})", value, k, where) for estimator, by_source in estimates.items() for source, value in by_source.items()]
+    rows += [
+        Row(f"intrinsic dimension, {estimator} ({source})", value, k, where)
+        for estimator, by_source in estimates.items()
+        for source, value in by_source.items()
+    ]
     return ranks, estimates
 
 
@@ -431,7 +515,11 @@ def sample_complexity(one, config: Config) -> dict:
 
     def curves(dim, model):
         error = at.sample_error.sel(comparison_dim=dim, model=model).values
-        return {model: error.tolist(), f"{model}_slope": log_slope(at["size"].values, error)[0], f"{model}_distance": at.sample_distance.sel(comparison_dim=dim, model=model).values.tolist()}
+        return {
+            model: error.tolist(),
+            f"{model}_slope": log_slope(at["size"].values, error)[0],
+            f"{model}_distance": at.sample_distance.sel(comparison_dim=dim, model=model).values.tolist(),
+        }
 
     by_dim = {str(dim): curves(dim, "latent") | curves(dim, "ambient") for dim in at.comparison_dim.values}
     return {"k": int(k), "sizes": at["size"].values.tolist(), "mmd_floor": float(at.mmd_floor), "by_ambient_dim": by_dim}
@@ -457,7 +545,13 @@ def figures(dataset, config: Config) -> dict:
         for name in names:
             times = one.collapse_time.sel(family=family, parameterisation=name)
             law = theory.collapse_time(theory.flow_rate(str(name), sigmas), sigmas, config.collapse_threshold)
-            line = axis.loglog(one.sigma.broadcast_like(times).values.ravel(), times.values.ravel(), "o", mfc="none", label=f"{name} (slope {log_slope(one.sigma.broadcast_like(times), times)[0]:.2f})")[0]
+            line = axis.loglog(
+                one.sigma.broadcast_like(times).values.ravel(),
+                times.values.ravel(),
+                "o",
+                mfc="none",
+                label=f"{name} (slope {log_slope(one.sigma.broadcast_like(times), times)[0]:.2f})",
+            )[0]
             axis.loglog(sigmas, law, "-", color=line.get_color(), lw=0.8)
         axis.set(title=family, xlabel="sigma", ylabel="collapse time tau")
         axis.legend(fontsize=7)

@@ -6,7 +6,7 @@ own outputs (``objective``, the Adam loss history, is every task's):
 * ``spectrum`` ([WP] sec. 3-4, docs/theory.md section 2): data variances ``lambda_k`` (parameters
   ``ln lambda``) that make mode ``k`` of the one-layer linear denoiser emerge at ``target_times[k]``;
   objective: mean squared ``ln`` ratio of smooth emergence times
-  (:func:`dynamics.measures.soft_emergence_time` of the closed-form generated variance) to targets.
+  (:func:`diffdyn.dynamics.measures.soft_emergence_time` of the closed-form generated variance) to targets.
 * ``flatten``: a per-noise-level learning rate ``eta(sigma)`` (a per-sigma loss weight; piecewise
   linear in ``ln sigma`` through ``num_profile_nodes`` knots) that makes every mode emerge at the
   same time: objective the variance of ``ln tau*`` across modes plus a pin of their mean to the
@@ -14,7 +14,7 @@ own outputs (``objective``, the Adam loss history, is every task's):
   quadrature in ``ln sigma`` of the closed-form weights.
 * ``class-reweighting`` (docs/theory.md sections 7-8, a reconstruction of [N] on [BUBM]): class
   loss weights ``w = (1, w_1)`` of the random-features score on an imbalanced two-class mixture
-  (:mod:`models.classes`) that make both classes generalize together: objective
+  (:mod:`diffdyn.models.classes`) that make both classes generalize together: objective
   ``(ln tau_gen,1 - ln tau_gen,0)^2`` in ``ln w_1`` through the closed-form flow.
 
 Each optimum is verified away from the objective: the linear tasks by re-simulation (per-sigma
@@ -33,24 +33,28 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from dynamics import measures, status
-from dynamics.config import LogGrid, StudyConfig, setting
-from dynamics.sampling import generated_mode_variances
-from dynamics.status import Solved
-from dynamics.study import STATUS, Outputs, Row, Summary
-from dynamics.theory import linear
-from dynamics.training import minimize, train_per_sigma
-from dynamics.validation import ConfigError, require_increasing
-from experiments import figures as plots
-from experiments.runner import bind
-from models import classes
-from models.classes import CLASSES, ClassProblem
-from models.denoisers import Linear
-from models.distributions.gaussian import GaussianData
+from diffdyn.dynamics import measures, status
+from diffdyn.dynamics.config import LogGrid, StudyConfig, setting
+from diffdyn.dynamics.sampling import generated_mode_variances
+from diffdyn.dynamics.status import Solved
+from diffdyn.dynamics.study import STATUS, Outputs, Row, Summary
+from diffdyn.dynamics.theory import linear
+from diffdyn.dynamics.training import minimize, train_per_sigma
+from diffdyn.dynamics.validation import ConfigError, require_increasing
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models import classes
+from diffdyn.models.classes import CLASSES, ClassProblem
+from diffdyn.models.denoisers import Linear
+from diffdyn.models.distributions.gaussian import GaussianData
 
 NAME = "inverse-design"
-REFERENCE = "Wang & Pehlevan, arXiv 2503.03206, sec. 3-4; Nicoletti et al., arXiv 2605.06367 on Bonnaire et al., arXiv 2505.17638; docs/theory.md sections 2, 7, 8"
-CONVENTIONS = "EDM sigma time; loss summed over dimensions, un-halved; tau = learning rate x steps (class-reweighting: OU time t, loss per dimension, tau = k eta / d^2)"
+REFERENCE = (
+    "Wang & Pehlevan, arXiv 2503.03206, sec. 3-4; Nicoletti et al., arXiv 2605.06367 on Bonnaire et al., arXiv 2505.17638; docs/theory.md sections 2, 7, 8"
+)
+CONVENTIONS = (
+    "EDM sigma time; loss summed over dimensions, un-halved; tau = learning rate x steps (class-reweighting: OU time t, loss per dimension, tau = k eta / d^2)"
+)
 PRECISION = "float64"
 TASKS = ("spectrum", "flatten", "class-reweighting")
 STAGES = ("initial", "optimized")
@@ -58,7 +62,7 @@ STAGES = ("initial", "optimized")
 
 @dataclass(frozen=True)
 class Reweighting:
-    """The two-class problem of the ``class-reweighting`` task (:mod:`models.classes`)."""
+    """The two-class problem of the ``class-reweighting`` task (:mod:`diffdyn.models.classes`)."""
 
     variance_ratio: float = setting(0.25, "class variance ratio sigma_1^2 / sigma_0^2", traced=True, low=0.0, low_open=True)
     imbalance_ratio: float = setting(0.125, "training counts n_1 / n_0", low=0.0, low_open=True)
@@ -94,10 +98,17 @@ class Config(StudyConfig):
 PRESETS = {
     "quick": Config(),
     "tiny": Config(  # flatten shares the spectrum task's machinery
-        task=("spectrum", "class-reweighting"), num_modes=3, tau=LogGrid(1e-4, 1e3, 30), sigma=LogGrid(0.002, 80.0, 12), optimizer_steps=5, seeds=2,
+        task=("spectrum", "class-reweighting"),
+        num_modes=3,
+        tau=LogGrid(1e-4, 1e3, 30),
+        sigma=LogGrid(0.002, 80.0, 12),
+        optimizer_steps=5,
+        seeds=2,
         reweighting=Reweighting(problem=ClassProblem(dim=4, num_features=16, base_count=8, num_noise=2, num_test=16, test_noise=2, tau=LogGrid(1e-3, 1e6, 20))),
     ),
-    "paper": Config(num_modes=20, lam_min=1e-3, lam_max=1e2, tau=LogGrid(1e-4, 1e3, 169), sigma=LogGrid(0.002, 80.0, 96), num_profile_nodes=16, optimizer_steps=1000),
+    "paper": Config(
+        num_modes=20, lam_min=1e-3, lam_max=1e2, tau=LogGrid(1e-4, 1e3, 169), sigma=LogGrid(0.002, 80.0, 96), num_profile_nodes=16, optimizer_steps=1000
+    ),
 }
 
 
@@ -110,7 +121,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"target_times: must lie in [tau.low, tau.high] = [{config.tau.low}, {config.tau.high}]; got {config.target_times}")
     reweighting = config.reweighting
     if classes.class_counts(reweighting.problem.base_count, reweighting.imbalance_ratio)[1] < 1:
-        raise ConfigError(f"reweighting.imbalance_ratio: {reweighting.imbalance_ratio} x reweighting.problem.base_count {reweighting.problem.base_count} leaves class 1 without training points")
+        raise ConfigError(
+            f"reweighting.imbalance_ratio: {reweighting.imbalance_ratio} x reweighting.problem.base_count {reweighting.problem.base_count} leaves class 1 without training points"
+        )
 
 
 # ----------------------------------------------------------------------------- linear tasks: closed forms
@@ -151,7 +164,7 @@ def theory_variance(config: Config, lam: Float[Array, " mode"], log_profile: Flo
 
 
 def optimize(objective, start, config: Config):
-    """:func:`dynamics.training.minimize` with the study's Adam step and number of steps."""
+    """:func:`diffdyn.dynamics.training.minimize` with the study's Adam step and number of steps."""
     return minimize(objective, start, learning_rate=config.optimizer_lr, num_steps=config.optimizer_steps)
 
 
@@ -290,16 +303,36 @@ def spectrum_summary(run) -> tuple[Row, dict]:
     """Worst ``|ln(tau*/target)|`` over modes, soft theory and re-simulation, per stage."""
     error = lambda name, stage: seed_median(np.abs(np.log(run[name].sel(stage=stage) / run.spectrum_target_time)).max("mode"))
     theory, simulation = ({stage: error(name, stage) for stage in STAGES} for name in ("spectrum_time_theory", "spectrum_time_simulation"))
-    row = Row("max |ln(tau*/target)|, re-simulated", simulation["optimized"], 0.0, "task=spectrum", f"initial {simulation['initial']:.3g}; soft theory {theory['optimized']:.3g}")
-    return row, {"max_abs_log_time_error_theory": theory, "max_abs_log_time_error_simulation": simulation, "optimized_spectrum": run.spectrum.sel(stage="optimized").median("seed").values}
+    row = Row(
+        "max |ln(tau*/target)|, re-simulated",
+        simulation["optimized"],
+        0.0,
+        "task=spectrum",
+        f"initial {simulation['initial']:.3g}; soft theory {theory['optimized']:.3g}",
+    )
+    return row, {
+        "max_abs_log_time_error_theory": theory,
+        "max_abs_log_time_error_simulation": simulation,
+        "optimized_spectrum": run.spectrum.sel(stage="optimized").median("seed").values,
+    }
 
 
 def flatten_summary(run) -> tuple[Row, dict]:
     """Spread ``max/min tau*`` over modes, quadrature theory and re-simulation, per stage."""
     spread = lambda name, stage: seed_median(run[name].sel(stage=stage).max("mode") / run[name].sel(stage=stage).min("mode"))
     theory, simulation = ({stage: spread(name, stage) for stage in STAGES} for name in ("flatten_time_theory", "flatten_time_simulation"))
-    row = Row("spread max/min tau*, re-simulated", simulation["optimized"], "<= 2", "task=flatten", f"constant eta {simulation['initial']:.4g}; quadrature theory {theory['optimized']:.4g}")
-    return row, {"spread_theory": theory, "spread_simulation": simulation, "learning_rate_profile": run.learning_rate_profile.sel(stage="optimized").median("seed").values}
+    row = Row(
+        "spread max/min tau*, re-simulated",
+        simulation["optimized"],
+        "<= 2",
+        "task=flatten",
+        f"constant eta {simulation['initial']:.4g}; quadrature theory {theory['optimized']:.4g}",
+    )
+    return row, {
+        "spread_theory": theory,
+        "spread_simulation": simulation,
+        "learning_rate_profile": run.learning_rate_profile.sel(stage="optimized").median("seed").values,
+    }
 
 
 def reweighting_summary(run) -> tuple[Row, dict]:
@@ -309,7 +342,12 @@ def reweighting_summary(run) -> tuple[Row, dict]:
     weight = seed_median(run.class_weight.sel(stage="optimized", class_="class_1"))
     note = f"w = (1, 1): {fresh['initial']:.4g}; optimized w_1 = {weight:.3g} (on the test points optimized on: {optimized['optimized']:.4g})"
     row = Row("tau_gen,1 / tau_gen,0, fresh test points", fresh["optimized"], 1.0, "task=class-reweighting", note)
-    return row, {"generalization_time_ratio_1_over_0": optimized, "generalization_time_ratio_fresh_test": fresh, "class_weight_1": weight, "class_counts": run.class_count.isel(seed=0).values}
+    return row, {
+        "generalization_time_ratio_1_over_0": optimized,
+        "generalization_time_ratio_fresh_test": fresh,
+        "class_weight_1": weight,
+        "class_counts": run.class_count.isel(seed=0).values,
+    }
 
 
 def summarize(dataset, config: Config) -> Summary:
@@ -321,7 +359,9 @@ def summarize(dataset, config: Config) -> Summary:
         row, numbers = SUMMARIES[task](run)
         rows += [Row("objective (Adam)", optimized, 0.0, f"task={task}", f"initial {initial:.4g}"), row]
         values[task] = {"objective_initial": initial, "objective_optimized": optimized, **numbers}
-    notes = ("Seed medians. Emergence times: first crossing of the geometric (or harmonic) mean of start and target; the objectives use the soft times of dynamics.measures.soft_emergence_time.",)
+    notes = (
+        "Seed medians. Emergence times: first crossing of the geometric (or harmonic) mean of start and target; the objectives use the soft times of dynamics.measures.soft_emergence_time.",
+    )
     return Summary(rows, values, notes)
 
 

@@ -5,21 +5,21 @@ from ``A = 0`` on ``n = psi_n d`` Gaussian points ``x0 ~ N(0, data_std^2 I)``, w
 per dimension (``L(A = 0) = 1``) and training time ``tau = k eta / d^2``. It computes
 
 * the feature statistics ``U, V`` of the training set, the noise averaged exactly
-  (:func:`models.denoisers.random_features.expected_feature_statistics`), and the exact
+  (:func:`diffdyn.models.denoisers.random_features.expected_feature_statistics`), and the exact
   population statistics; or, with ``feature_statistics = "gaussian-equivalent"``, docs/theory.md
   section 7's Gaussian-equivalent model restricted to its ``(d + n)``-dim invariant subspace
-  (:func:`dynamics.theory.random_features.equivalent_statistics`, any ``psi_p``: the regime
+  (:func:`diffdyn.dynamics.theory.random_features.equivalent_statistics`, any ``psi_p``: the regime
   ``psi_p >> psi_n`` of ``tau_mem ~ n``, preset ``asymptotic``; closed form only);
 * the closed-form gradient flow's training loss, test loss and score error
   ``(1/d) E||s_A - grad log P_t||^2`` on the ``tau`` grid and, beside them, plain GD on the same
   quadratic loss (``gd_steps`` steps of ``eta = simulate_tau_max d^2 / gd_steps``);
-* in-graph times (:mod:`dynamics.measures`): ``tau_gen`` (the score error has made half of its
+* in-graph times (:mod:`diffdyn.dynamics.measures`): ``tau_gen`` (the score error has made half of its
   drop to its minimum), ``tau_mem`` (the train/test gap has reached half of its final value) and
   the gap's reach times at other fractions; all ``p`` eigenvalues of ``U`` (and of the Gaussian
   equivalent of the same training set), histogrammed against the theoretical density in
   ``summarize``;
 * optionally (``generator.samples > 0``, [BUBM] sec. 2) the fraction ``f_mem(tau)`` of samples
-  of the time-indexed generator (:func:`models.denoisers.random_features.sample_trained_generator`)
+  of the time-indexed generator (:func:`diffdyn.models.denoisers.random_features.sample_trained_generator`)
   that copy a training point, and ``tau_mem_generated``, the first ``tau`` with ``f_mem`` at a level.
 
 Keys: every draw comes from the run key, so every ``psi_n`` of a seed shares ``W`` and the
@@ -38,16 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from dynamics import measures
-from dynamics.config import LogGrid, StudyConfig, setting
-from dynamics.schedules import vp_noise_variance
-from dynamics.study import Outputs, Row, Summary
-from dynamics.theory import random_features as theory
-from dynamics.training import log_spaced_steps
-from dynamics.validation import ConfigError
-from experiments import figures as plots
-from experiments.runner import bind
-from models.denoisers import random_features as rf
+from diffdyn.dynamics import measures
+from diffdyn.dynamics.config import LogGrid, StudyConfig, setting
+from diffdyn.dynamics.schedules import vp_noise_variance
+from diffdyn.dynamics.study import Outputs, Row, Summary
+from diffdyn.dynamics.theory import random_features as theory
+from diffdyn.dynamics.training import log_spaced_steps
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models.denoisers import random_features as rf
 
 NAME = "memorization"
 REFERENCE = "Bonnaire, Urfin, Biroli, Mezard, arXiv 2505.17638, sec. 2-4; docs/theory.md section 7"
@@ -76,7 +76,9 @@ class Config(StudyConfig):
     mehler_order: int = setting(8, "Hermite order of the exact noise average", low=1)
     num_bins: int = setting(40, "log-spaced bins of the eigenvalue histograms", low=4)
     generator: rf.Generator = setting(rf.Generator(taus=tuple(float(f"{10**k:.4g}") for k in np.arange(1.0, 8.01, 0.5))), "time-indexed generator")
-    copy_levels: tuple[float, ...] = setting((0.1, 0.05, 0.25), "f_mem levels of tau_mem_generated (the first is the headline)", low=0.0, high=1.0, low_open=True)
+    copy_levels: tuple[float, ...] = setting(
+        (0.1, 0.05, 0.25), "f_mem levels of tau_mem_generated (the first is the headline)", low=0.0, high=1.0, low_open=True
+    )
 
 
 PRESETS = {
@@ -84,7 +86,9 @@ PRESETS = {
     "tiny": Config(dim=8, psi_p=4.0, psi_n=(1.0, 2.0), tau=LogGrid(1e-2, 1e5, 40), simulate_tau_max=30.0, gd_steps=100, num_records=12, num_bins=12),
     "paper": Config(dim=100, psi_p=64.0, psi_n=(4.0, 8.0, 16.0, 32.0), simulate_tau_max=100.0, gd_steps=200),
     # the regime of tau_mem ~ n (psi_p >> psi_n >> 1), in the model the theory solves
-    "asymptotic": Config(dim=100, psi_p=1024.0, psi_n=(4.0, 8.0, 16.0, 32.0), simulate_tau_max=0.0, tau=LogGrid(1e-2, 1e7, 281), feature_statistics="gaussian-equivalent"),
+    "asymptotic": Config(
+        dim=100, psi_p=1024.0, psi_n=(4.0, 8.0, 16.0, 32.0), simulate_tau_max=0.0, tau=LogGrid(1e-2, 1e7, 281), feature_statistics="gaussian-equivalent"
+    ),
 }
 
 
@@ -206,8 +210,12 @@ def outputs(config: Config) -> Outputs:
             "tau_mem_generated": ("copy_level",),
         },
         coords={
-            "tau": config.tau.values(), "source": np.array(["closed_form", "gd"]), "tau_gd": gd_times(config), "gap_fraction": np.asarray(GAP_FRACTIONS),
-            "tau_sample": np.asarray(config.generator.taus), "copy_level": np.asarray(config.copy_levels),
+            "tau": config.tau.values(),
+            "source": np.array(["closed_form", "gd"]),
+            "tau_gd": gd_times(config),
+            "gap_fraction": np.asarray(GAP_FRACTIONS),
+            "tau_sample": np.asarray(config.generator.taus),
+            "copy_level": np.asarray(config.copy_levels),
         },
         checked=(*rf.CURVES, *(f"{name}_gd" for name in rf.CURVES), "eigenvalue", "memorization_fraction"),  # a time is NaN where never reached
         long_names={
@@ -232,7 +240,7 @@ def outputs(config: Config) -> Outputs:
 
 
 def predictions(config: Config, psi_n) -> dict[str, np.ndarray]:
-    """:func:`dynamics.theory.random_features.time_scales` at every ``psi_n`` (host)."""
+    """:func:`diffdyn.dynamics.theory.random_features.time_scales` at every ``psi_n`` (host)."""
     rows = [predicted_times(config.time, config.data_std, config.activation, config.psi_p, float(value)) for value in psi_n]
     return {name: np.array([row[name] for row in rows]) for name in rows[0]}
 
@@ -246,7 +254,7 @@ def predicted_times(time: float, data_std: float, activation: str, psi_p: float,
 def spectra(dataset, config: Config) -> dict[float, dict]:
     """Per ``psi_n``: the eigenvalues of every seed's ``U`` (``empirical``) and of its Gaussian
     equivalent (``equivalent``) histogrammed against the theory
-    (:func:`dynamics.theory.random_features.spectrum_comparison`); psi_n whose runs all failed are left out."""
+    (:func:`diffdyn.dynamics.theory.random_features.spectrum_comparison`); psi_n whose runs all failed are left out."""
     constants = theory.equivalence_constants(config.time, config.data_std, config.activation)
     result = {}
     for value in dataset.psi_n.values:
@@ -292,14 +300,19 @@ def summarize(dataset, config: Config) -> Summary:
         },
     }
     rows = [Row("tau_gen", tau_gen[i], predicted["tau_gen"][i], f"psi_n={label}", "half drop of the score error") for i, label in enumerate(labels)]
-    rows += [Row("tau_mem", tau_mem[i], predicted["tau_mem"][i], f"psi_n={label}", "half rise of the gap; predicted: lower edge of rho_1") for i, label in enumerate(labels)]
+    rows += [
+        Row("tau_mem", tau_mem[i], predicted["tau_mem"][i], f"psi_n={label}", "half rise of the gap; predicted: lower edge of rho_1")
+        for i, label in enumerate(labels)
+    ]
     rows += [
         Row("slope of log tau_mem on log n", values["tau_mem_slope"], values["tau_mem_slope_predicted"], note="1 where psi_p >> psi_n"),
         Row("tau_gen max / min - 1 across psi_n", values["tau_gen_relative_change"], 0.0, note="tau_gen independent of n"),
         Row("slope of log (min score error) on log n", values["score_error_plateau_slope"], -0.59),
     ]
     for value, entry in spectrum.items():
-        rows += [Row(f"spectrum L1 ({kind})", entry["distances"][f"{kind}_l1"], 0.0, f"psi_n={value:g}") for kind in ("empirical", "equivalent") if kind in entry]
+        rows += [
+            Row(f"spectrum L1 ({kind})", entry["distances"][f"{kind}_l1"], 0.0, f"psi_n={value:g}") for kind in ("empirical", "equivalent") if kind in entry
+        ]
     if "train_loss_gd" in dataset:
         largest = lambda array: float(np.nanmax(array)) if np.isfinite(array).any() else None  # None: every run failed
         values["closed_form_vs_gd_max_abs"] = {name: largest(np.abs(dataset[f"{name}_gd"].diff("source")).values) for name in rf.CURVES}

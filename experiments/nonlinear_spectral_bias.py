@@ -2,8 +2,8 @@
 
 ONE run (``point``) trains one network (the grid: ``architecture``) at one Adam learning rate
 (traced: ``diffdyn scan --grid learning_rate=...`` is one program) from one seed with the EDM
-recipe (:mod:`dynamics.edm`: preconditioning, log-normal training sigmas, EDM weighting,
-minibatches drawn with replacement; :func:`dynamics.training.make_train` records the parameters
+recipe (:mod:`diffdyn.dynamics.edm`: preconditioning, log-normal training sigmas, EDM weighting,
+minibatches drawn with replacement; :func:`diffdyn.dynamics.training.make_train` records the parameters
 at log-spaced steps inside the compiled loop). At every checkpoint it generates samples with the
 deterministic Heun sampler on the Karras grid (and, with ``adaptive``, with the adaptive diffrax
 PF-ODE within ``max_steps``; its status is the run's) and measures (docs/theory.md section 6):
@@ -25,7 +25,7 @@ The training set, its eigenbasis and the sampler's starting noise come from the 
 Datasets: ``gaussian`` (log-normal spectrum ``exp(N(0, log_std^2))`` normalised to mean 1 in a
 Haar-random basis, ``n_train`` samples of dimension ``dim``), ``digits``, ``faces``, ``patches``
 (bundled), ``mnist``, ``fashion-mnist``, ``cifar10`` (from ``data_path``); all in [-1, 1]
-(:mod:`models.distributions.datasets`). Architectures: ``mlp`` (flat data) and ``unet``
+(:mod:`diffdyn.models.distributions.datasets`). Architectures: ``mlp`` (flat data) and ``unet``
 (image-shaped data; ``gaussian`` with ``unet`` is reshaped to ``sqrt(dim) x sqrt(dim)``).
 """
 
@@ -39,17 +39,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics import edm, measures, status
-from dynamics.config import StudyConfig, setting
-from dynamics.study import STATUS, Outputs, Row, Summary
-from dynamics.theory import linear
-from dynamics.training import log_spaced_steps, make_train
-from dynamics.validation import ConfigError, require_increasing
-from experiments import figures as plots
-from experiments.runner import bind
-from models.denoisers.mlp import MLPUNet
-from models.denoisers.unet import UNet
-from models.distributions import datasets
+from diffdyn.dynamics import edm, measures, status
+from diffdyn.dynamics.config import StudyConfig, setting
+from diffdyn.dynamics.study import STATUS, Outputs, Row, Summary
+from diffdyn.dynamics.theory import linear
+from diffdyn.dynamics.training import log_spaced_steps, make_train
+from diffdyn.dynamics.validation import ConfigError, require_increasing
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models.denoisers.mlp import MLPUNet
+from diffdyn.models.denoisers.unet import UNet
+from diffdyn.models.distributions import datasets
 
 NAME = "nonlinear-spectral-bias"
 REFERENCE = "Wang & Pehlevan, arXiv 2503.03206 (NeurIPS 2025), sec. 6, app. I; docs/theory.md sections 2 and 6"
@@ -67,7 +67,9 @@ VARIANCE_FLOOR = 1e-12  # training-set eigenvalues are clipped here (rank-defici
 class Config(StudyConfig):
     """Settings of the nonlinear spectral-bias study (time in optimizer steps; EDM sigmas)."""
 
-    architecture: tuple[str, ...] = setting(("mlp",), "denoiser networks, one program each: MLP-UNet (flat data), convolutional U-Net (image-shaped)", grid=True, choices=("mlp", "unet"))
+    architecture: tuple[str, ...] = setting(
+        ("mlp",), "denoiser networks, one program each: MLP-UNet (flat data), convolutional U-Net (image-shaped)", grid=True, choices=("mlp", "unet")
+    )
     learning_rate: float = setting(1e-3, "Adam learning rate (the theory's tau = learning_rate x steps)", traced=True, low=0.0, low_open=True)
     dataset: str = setting("gaussian", "training data", choices=datasets.DATASETS)
     dim: int = setting(32, "gaussian: data dimension (a square side^2 for unet)", low=2)
@@ -101,8 +103,16 @@ PRESETS = {
     # tiny: ONE run, so that 1 and 8 devices batch it alike (float32 round-off differs, ~1e-7, between batch sizes)
     "tiny": Config(dim=4, n_train=64, width=8, depth=1, embedding=4, batch_size=16, num_steps=8, num_records=4, num_samples=32, heun_steps=4),
     "paper": Config(  # [WP] sec. 6 Gaussian settings (docs/theory.md section 6)
-        learning_rate=1e-4, dim=256, n_train=10_000, width=256, depth=5, embedding=256, batch_size=1024, num_steps=5000,
-        num_records=24, num_samples=10_000,
+        learning_rate=1e-4,
+        dim=256,
+        n_train=10_000,
+        width=256,
+        depth=5,
+        embedding=256,
+        batch_size=1024,
+        num_steps=5000,
+        num_records=24,
+        num_samples=10_000,
         zero_output=False,  # a random initial denoiser: d = 128 alpha 1.17 with it, 1.6-1.7 with EDM's zero output layer
     ),
 }
@@ -113,7 +123,7 @@ PRESETS = {
 
 def training_data(config: Config) -> datasets.TrainingSet:
     """The training set and its eigenbasis, on the host: drawn from the root seed, shared by
-    every run (:func:`models.distributions.datasets.training_set`)."""
+    every run (:func:`diffdyn.models.distributions.datasets.training_set`)."""
     options = dict(dim=config.dim, log_std=config.log_std, data_path=config.data_path, face_size=config.face_size, patch_size=config.patch_size)
     return datasets.training_set(config.dataset, config.seed, config.n_train, image_shaped=config.architecture == "unet", floor=VARIANCE_FLOOR, **options)
 
@@ -171,7 +181,7 @@ def alignment(samples: jax.Array, basis: jax.Array) -> jax.Array:
 def generated_measures(config: Config, denoise, params, starts: jax.Array, basis: jax.Array, *, adaptive: bool):
     """Per-mode variance ``[record, mode]``, alignment ``[record]`` and the worst solver status
     of the samples every checkpoint (``params`` leaves ``(record, ...)``) generates from
-    ``starts`` (:func:`dynamics.edm.generate`: Heun, or the adaptive PF-ODE)."""
+    ``starts`` (:func:`diffdyn.dynamics.edm.generate`: Heun, or the adaptive PF-ODE)."""
     ends = dict(sigma_min=config.sigma_min, sigma_max=config.sigma_max, rtol=config.rtol, max_steps=config.max_steps)
     generate = partial(edm.generate, denoise, heun_steps=None if adaptive else config.heun_steps, **ends)
 
@@ -213,8 +223,11 @@ def point(key, config: Config) -> dict:
     model = model_for(config, data.examples.shape[1:])
     denoise = edm.precondition(model.network)
     train = make_train(
-        lambda init_key, hparams: model.init(init_key, jnp.float32), edm.make_loss(denoise, examples, config.batch_size),
-        num_steps=config.num_steps, record_steps=record_steps(config), optimizer="adam",
+        lambda init_key, hparams: model.init(init_key, jnp.float32),
+        edm.make_loss(denoise, examples, config.batch_size),
+        num_steps=config.num_steps,
+        record_steps=record_steps(config),
+        optimizer="adam",
     )
     trajectory = train(key, {"learning_rate": config.learning_rate})
     variance, aligned, _ = generated_measures(config, denoise, trajectory.params, starts, basis, adaptive=False)  # Heun: always ok
@@ -279,7 +292,15 @@ def summarize(dataset, config: Config) -> Summary:
         direction = max(("rising", "decaying"), key=lambda d: fits["network"][d]["n_modes"])
         for way in ("rising", "decaying"):
             fit = fits["network"][way]
-            rows.append(Row(f"alpha (tau* ~ lambda^-alpha), {way} modes", fit["alpha"], fits["theory"][way]["alpha"], where, f"{fit['n_modes']} modes x seeds, R^2 {fit['r2']:.3g}; prediction: linear theory"))
+            rows.append(
+                Row(
+                    f"alpha (tau* ~ lambda^-alpha), {way} modes",
+                    fit["alpha"],
+                    fits["theory"][way]["alpha"],
+                    where,
+                    f"{fit['n_modes']} modes x seeds, R^2 {fit['r2']:.3g}; prediction: linear theory",
+                )
+            )
         result = {
             "direction": direction,
             "alpha": fits["network"][direction]["alpha"],
@@ -292,7 +313,15 @@ def summarize(dataset, config: Config) -> Summary:
             "theory_q": float(one.theory_q.mean()),
             "fits": fits,
         }
-        rows.append(Row("alignment with the training eigenbasis (last checkpoint)", result["alignment_final"], result["alignment_reference"], where, "prediction: training examples' own score"))
+        rows.append(
+            Row(
+                "alignment with the training eigenbasis (last checkpoint)",
+                result["alignment_final"],
+                result["alignment_reference"],
+                where,
+                "prediction: training examples' own score",
+            )
+        )
         rows.append(Row("final EDM loss", result["final_loss"], None, where))
         if "variance_adaptive" in one:
             gap = np.abs(one.variance.sel(source="network") / one.variance_adaptive - 1)

@@ -19,9 +19,9 @@ from typing import Any
 
 import xarray as xr
 
-from dynamics import config as configs
-from dynamics.storage import atomic_path
-from dynamics.study import Summary
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics.storage import atomic_path
+from diffdyn.dynamics.study import Summary
 
 RESERVED = {"experiment", "preset", "reference", "conventions", "config", "rows", "notes", "sweep", "by_point"}
 
@@ -33,7 +33,7 @@ def extra_axes(study: ModuleType, dataset: xr.Dataset) -> list[str]:
 
 
 def summary(study: ModuleType, dataset: xr.Dataset, config: Any, bookkeeping: dict, preset: str | None) -> dict:
-    """The study's :class:`~dynamics.study.Summary` of ``dataset`` with the sweep's bookkeeping.
+    """The study's :class:`~diffdyn.dynamics.study.Summary` of ``dataset`` with the sweep's bookkeeping.
 
     A scan that swept fields beyond the study's grid is summarized at every combination of
     those fields: rows say where, and the study's numbers go to ``by_point``."""
@@ -89,13 +89,15 @@ def markdown(payload: dict) -> str:
 def sweep_markdown(bookkeeping: dict) -> str:
     failed = bookkeeping.get("failed", {})
     reasons = ", ".join(f"{reason}: {count}" for reason, count in failed.items()) or "none"
-    return "\n".join([
-        "| runs | failed (masked) | programs (static groups) | compilations | chunk sizes | devices x processes | seconds |",
-        "|---|---|---|---|---|---|---|",
-        f"| {bookkeeping['runs']} | {reasons} | {bookkeeping['programs']} | {bookkeeping['compiles']} | "
-        f"{', '.join(map(str, bookkeeping['chunk_sizes']))} | {bookkeeping['devices']} x {bookkeeping['processes']} | {bookkeeping['seconds']:.1f} |",
-        "",
-    ])
+    return "\n".join(
+        [
+            "| runs | failed (masked) | programs (static groups) | compilations | chunk sizes | devices x processes | seconds |",
+            "|---|---|---|---|---|---|---|",
+            f"| {bookkeeping['runs']} | {reasons} | {bookkeeping['programs']} | {bookkeeping['compiles']} | "
+            f"{', '.join(map(str, bookkeeping['chunk_sizes']))} | {bookkeeping['devices']} x {bookkeeping['processes']} | {bookkeeping['seconds']:.1f} |",
+            "",
+        ]
+    )
 
 
 def failure_line(bookkeeping: dict) -> str | None:
@@ -104,7 +106,9 @@ def failure_line(bookkeeping: dict) -> str | None:
     if not failed:
         return None
     reasons = ", ".join(f"{reason}: {count}" for reason, count in failed.items())
-    return f"diffdyn: {sum(failed.values())} of {bookkeeping['runs']} runs failed ({reasons}); their outputs are NaN in results.nc (variables failure, diverged)"
+    return (
+        f"diffdyn: {sum(failed.values())} of {bookkeeping['runs']} runs failed ({reasons}); their outputs are NaN in results.nc (variables failure, diverged)"
+    )
 
 
 def strict(value: Any) -> Any:
@@ -169,7 +173,9 @@ def command_line(payload: dict, manifest: dict, study: ModuleType) -> str:
     preset = payload.get("preset") or "quick"
     base = strict(configs.to_dict(study.PRESETS.get(preset, study.PRESETS["quick"])))
     flat = lambda tree, prefix="": {
-        key: value for name, item in tree.items() for key, value in (flat(item, f"{prefix}{name}.").items() if isinstance(item, dict) else [(prefix + name, item)])
+        key: value
+        for name, item in tree.items()
+        for key, value in (flat(item, f"{prefix}{name}.").items() if isinstance(item, dict) else [(prefix + name, item)])
     }
     ran, preset_values = flat(payload["config"]), flat(base)
     show = lambda value: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

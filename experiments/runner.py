@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 import jax
 import xarray as xr
 
-from dynamics import sweep
-from experiments import report
+from diffdyn.dynamics import sweep
+from diffdyn.experiments import report
 
 
 class Result(NamedTuple):
@@ -44,12 +44,20 @@ def execute(
     devices: Sequence | None = None,
     progress: bool | None = None,
 ) -> Result:
-    """Sweep ``study`` (see :func:`dynamics.sweep.sweep`) in ``study.PRECISION``, summarize it,
+    """Sweep ``study`` (see :func:`diffdyn.dynamics.sweep.sweep`) in ``study.PRECISION``, summarize it,
     and with ``out`` write every output file there."""
     with jax.enable_x64(study.PRECISION == "float64"):
         swept = sweep.sweep(
-            study, config, extra, out=out, resume=resume, overwrite=overwrite, chunk_size=chunk_size,
-            max_memory=max_memory, devices=devices, progress=progress,
+            study,
+            config,
+            extra,
+            out=out,
+            resume=resume,
+            overwrite=overwrite,
+            chunk_size=chunk_size,
+            max_memory=max_memory,
+            devices=devices,
+            progress=progress,
         )
         if swept.dataset is None:
             return Result(None, swept.summary)

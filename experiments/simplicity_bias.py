@@ -1,8 +1,8 @@
 """Simplicity bias in the mixed cumulant model: pair-wise statistics before higher cumulants ([BMG]).
 
 Our implementation of the model and tied denoiser of the authors' released code (docs/theory.md
-section 9; :mod:`dynamics.theory.cumulants`, :mod:`models.distributions.cumulants`,
-:mod:`models.denoisers.tied`). ONE run (``point``) takes one dimension ``d``, one coupling of the
+section 9; :mod:`diffdyn.dynamics.theory.cumulants`, :mod:`diffdyn.models.distributions.cumulants`,
+:mod:`diffdyn.models.denoisers.tied`). ONE run (``point``) takes one dimension ``d``, one coupling of the
 cumulant latent to the covariance latent and one seed: the tied noise predictor
 ``z_hat = s x + sigma W^T g(c W x)`` is trained by online SGD (or Adam) on fresh MCM batches at one
 OU time ``t``, with step ``learning_rate * d^-lr_exponent``. It records, at log-spaced steps, the
@@ -29,16 +29,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics import measures
-from dynamics.config import StudyConfig, setting
-from dynamics.study import Outputs, Row, Summary
-from dynamics.theory import cumulants as theory
-from dynamics.training import OPTIMIZERS, log_spaced_steps
-from dynamics.validation import ConfigError
-from experiments import figures as plots
-from experiments.runner import bind
-from models.denoisers.tied import ACTIVATIONS, TiedDenoiser, best_overlaps, langevin_sample, train_online
-from models.distributions.cumulants import noised, sample_law, spike_frame
+from diffdyn.dynamics import measures
+from diffdyn.dynamics.config import StudyConfig, setting
+from diffdyn.dynamics.study import Outputs, Row, Summary
+from diffdyn.dynamics.theory import cumulants as theory
+from diffdyn.dynamics.training import OPTIMIZERS, log_spaced_steps
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models.denoisers.tied import ACTIVATIONS, TiedDenoiser, best_overlaps, langevin_sample, train_online
+from diffdyn.models.distributions.cumulants import noised, sample_law, spike_frame
 
 NAME = "simplicity-bias"
 REFERENCE = "Bardone, Merger & Goldt, arXiv 2603.12901 (ICML 2026), sec. 3-4 (our implementation of their released code); docs/theory.md section 9"
@@ -52,19 +52,29 @@ class Config(StudyConfig):
     """Settings of the simplicity-bias study (OU time ``t``; steps of online SGD)."""
 
     dim: tuple[int, ...] = setting((12, 16, 24, 32), "data dimension d, one program each", grid=True, low=4)
-    coupling: tuple[str, ...] = setting(("independent", "correlated"), "coupling of the cumulant latent nu to the covariance latent lambda", grid=True, choices=theory.COUPLINGS)
-    spike: tuple[str, ...] = setting(theory.SPIKES, "the spike the data carry alone (the others off: mu = 0, no excess variance along u), one program each", grid=True, choices=theory.SPIKES)
+    coupling: tuple[str, ...] = setting(
+        ("independent", "correlated"), "coupling of the cumulant latent nu to the covariance latent lambda", grid=True, choices=theory.COUPLINGS
+    )
+    spike: tuple[str, ...] = setting(
+        theory.SPIKES, "the spike the data carry alone (the others off: mu = 0, no excess variance along u), one program each", grid=True, choices=theory.SPIKES
+    )
     variant: str = setting("planted", "planted (the authors' code) or whitened (classic) MCM", choices=theory.VARIANTS)
     mu: float = setting(1.0, "mean spike: the mean is mu m", traced=True)
     beta_u: float = setting(1.5, "covariance spike: variance of the latent along u (the authors: 10)", traced=True, low=0.0)
     beta_v: float = setting(10.0, "whitened variant: cumulant spike strength (alpha^2 = beta_v / (1 + beta_v))", traced=True, low=0.0, low_open=True)
     latent: str = setting("rademacher", "law of the cumulant latent nu (unit variance)", choices=theory.LATENTS)
-    latent_parameter: float = setting(0.05, "three_point: mass a of each outer atom; skewed: probability p of the positive atom; student_t: df", traced=True, low=0.0, low_open=True)
+    latent_parameter: float = setting(
+        0.05, "three_point: mass a of each outer atom; skewed: probability p of the positive atom; student_t: df", traced=True, low=0.0, low_open=True
+    )
     directions: str = setting("random", "spike directions: Haar-random orthonormal (from the root seed) or the coordinate axes", choices=("random", "axes"))
     t: float = setting(0.1, "OU time of the denoiser", traced=True, low=0.0, low_open=True)
     width: int = setting(1, "hidden units m", low=1)
     activation: str = setting("tanh", "activation g", choices=tuple(ACTIVATIONS))
-    readout: str = setting("data", "noise: z_hat = s x + W^T g (the authors' code); data: z_hat = s x - W^T g (units write into the clean-data estimate)", choices=tuple(theory.READOUT_SIGNS))
+    readout: str = setting(
+        "data",
+        "noise: z_hat = s x + W^T g (the authors' code); data: z_hat = s x - W^T g (units write into the clean-data estimate)",
+        choices=tuple(theory.READOUT_SIGNS),
+    )
     optimizer: str = setting("sgd", "online optimizer", choices=tuple(OPTIMIZERS))
     spherical: bool = setting(True, "renormalise every row of W to row_norm after each step")
     row_norm: float = setting(0.5, "row length of W under spherical SGD", traced=True, low=0.0, low_open=True)
@@ -95,7 +105,13 @@ def model_of(config: Config) -> theory.MixedCumulantModel:
     covariance_on = config.spike == "covariance" or (config.spike == "cumulant" and config.coupling != "independent")
     no_excess = 1.0 if config.variant == "planted" else 0.0
     return theory.MixedCumulantModel(
-        config.variant, config.mu if config.spike == "mean" else 0.0, config.beta_u if covariance_on else no_excess, config.beta_v, config.latent, config.latent_parameter, config.coupling
+        config.variant,
+        config.mu if config.spike == "mean" else 0.0,
+        config.beta_u if covariance_on else no_excess,
+        config.beta_v,
+        config.latent,
+        config.latent_parameter,
+        config.coupling,
     )
 
 
@@ -111,7 +127,9 @@ def validate(config: Config) -> None:
     limit = config.dim / (decay * (config.dim - model.gaussian_removed_along_u + model.beta_u + model.mu**2) + (1 - decay) * config.dim)
     step = config.learning_rate * config.dim ** (-config.lr_exponent)
     if config.optimizer == "sgd" and step >= limit:
-        raise ConfigError(f"learning_rate: the step {step:.3g} at d = {config.dim} is past the skip's stability limit {limit:.3g} (step = learning_rate d^-lr_exponent)")
+        raise ConfigError(
+            f"learning_rate: the step {step:.3g} at d = {config.dim} is past the skip's stability limit {limit:.3g} (step = learning_rate d^-lr_exponent)"
+        )
 
 
 def record_steps(config: Config) -> np.ndarray:
@@ -136,9 +154,19 @@ def point(key, config: Config) -> dict:
     init_key, train_key, test_key, start_key, langevin_key = jax.random.split(key, 5)
     step_size = config.learning_rate * dim ** (-config.lr_exponent)
     trained = train_online(
-        denoiser, denoiser.init(init_key, config.init_scale), lambda k: draw(k, model, frame, "mcm", config.batch, config.t), train_key,
-        t=config.t, learning_rate=step_size, optimizer=config.optimizer, row_norm=config.row_norm, spherical=config.spherical,
-        steps=config.steps, record_steps=record_steps(config), frame=frame, threshold=config.threshold,
+        denoiser,
+        denoiser.init(init_key, config.init_scale),
+        lambda k: draw(k, model, frame, "mcm", config.batch, config.t),
+        train_key,
+        t=config.t,
+        learning_rate=step_size,
+        optimizer=config.optimizer,
+        row_norm=config.row_norm,
+        spherical=config.spherical,
+        steps=config.steps,
+        record_steps=record_steps(config),
+        frame=frame,
+        threshold=config.threshold,
     )
     tests = [draw(test_key, model, frame, law, config.test_samples, config.t) for law in theory.LAWS]  # same keys: common noise
     test_loss = lambda params, x, z: jnp.mean(jax.vmap(denoiser.loss, in_axes=(None, 0, 0, None))(params, x, z, config.t))
@@ -158,7 +186,9 @@ def point(key, config: Config) -> dict:
         chains = jax.random.split(langevin_key, config.generated_samples)
 
         def kurtosis(params):
-            run = lambda start, chain: langevin_sample(denoiser, params, start, chain, t=config.t, step_size=config.langevin_step_size, num_steps=config.langevin_steps)
+            run = lambda start, chain: langevin_sample(
+                denoiser, params, start, chain, t=config.t, step_size=config.langevin_step_size, num_steps=config.langevin_steps
+            )
             return theory.excess_kurtosis(jax.vmap(run)(starts, chains) @ frame[2])
 
         outputs["generated_kurtosis"] = jax.lax.map(kurtosis, trained.params)
@@ -168,8 +198,15 @@ def point(key, config: Config) -> dict:
 def outputs(config: Config) -> Outputs:
     return Outputs(
         dims={
-            "overlap": ("step", "direction"), "skip": ("step",), "loss": ("step", "law"), "clone_floor": ("clone",),
-            "recovery_step": ("direction",), "recovery_samples": ("direction",), "kurtosis_target": (), "step_size": (), "generated_kurtosis": ("step",),
+            "overlap": ("step", "direction"),
+            "skip": ("step",),
+            "loss": ("step", "law"),
+            "clone_floor": ("clone",),
+            "recovery_step": ("direction",),
+            "recovery_samples": ("direction",),
+            "kurtosis_target": (),
+            "step_size": (),
+            "generated_kurtosis": ("step",),
         },
         coords={"step": record_steps(config), "direction": np.array(theory.SPIKES), "law": np.array(theory.LAWS), "clone": np.array(CLONES)},
         checked=("overlap", "skip", "loss"),  # a spike never recovered has a NaN recovery step: a result, not a failure
@@ -190,12 +227,18 @@ def outputs(config: Config) -> Outputs:
 
 def fit_exponent(dims: np.ndarray, samples: np.ndarray, budget: float) -> dict:
     """Slope of ``log samples`` on ``log d`` (``samples[dim, seed]``; NaN: never recovered within
-    ``budget`` samples) by censored maximum likelihood (:func:`dynamics.measures.censored_power_law`):
+    ``budget`` samples) by censored maximum likelihood (:func:`diffdyn.dynamics.measures.censored_power_law`):
     a d where most seeds never recovered still counts, as the lower bound it is. 95% CI: seeds
     bootstrapped within each d. Also the median samples per d (``null``: over half censored)."""
     fit = measures.censored_power_law(dims, samples, budget)
     medians = np.median(np.where(np.isfinite(samples), samples, np.inf), axis=1)
-    return {"value": fit["slope"], "ci": fit["ci"], "dims": dims.tolist(), "censored_seeds": fit["censored"], "median_samples": [m if np.isfinite(m) else None for m in medians.tolist()]}
+    return {
+        "value": fit["slope"],
+        "ci": fit["ci"],
+        "dims": dims.tolist(),
+        "censored_seeds": fit["censored"],
+        "median_samples": [m if np.isfinite(m) else None for m in medians.tolist()],
+    }
 
 
 def predicted_order(config: Config, spike: str, coupling: str) -> int | None:
@@ -228,16 +271,38 @@ def summarize(dataset, config: Config) -> Summary:
     if {"covariance", "cumulant"} <= set(dataset.spike.values) and "independent" in exponents:
         independent = exponents["independent"]
         gaps["cumulant_minus_covariance"] = independent["cumulant"]["value"] - independent["covariance"]["value"]
-        rows.append(Row("exponent gap cumulant - covariance", gaps["cumulant_minus_covariance"], independent["cumulant"]["predicted"] - independent["covariance"]["predicted"], "coupling=independent"))
+        rows.append(
+            Row(
+                "exponent gap cumulant - covariance",
+                gaps["cumulant_minus_covariance"],
+                independent["cumulant"]["predicted"] - independent["covariance"]["predicted"],
+                "coupling=independent",
+            )
+        )
         for coupling in set(exponents) - {"independent"}:
             if "cumulant" in exponents[coupling]:
                 gap = independent["cumulant"]["value"] - exponents[coupling]["cumulant"]["value"]
                 gaps[f"cumulant_independent_minus_{coupling}"] = gap
-                rows.append(Row("exponent gap cumulant independent - coupled", gap, independent["cumulant"]["predicted"] - exponents[coupling]["cumulant"]["predicted"], f"coupling={coupling}"))
+                rows.append(
+                    Row(
+                        "exponent gap cumulant independent - coupled",
+                        gap,
+                        independent["cumulant"]["predicted"] - exponents[coupling]["cumulant"]["predicted"],
+                        f"coupling={coupling}",
+                    )
+                )
     if "generated_kurtosis" in dataset and "cumulant" in dataset.spike.values:
         for coupling in dataset.coupling.values:
             final = dataset.sel(spike="cumulant", coupling=coupling, dim=dims[-1]).isel(step=-1)
-            rows.append(Row("generated excess kurtosis along v (final)", float(final.generated_kurtosis.mean()), float(final.kurtosis_target.mean()), f"spike=cumulant, coupling={coupling}, d={dims[-1]}", f"{config.generated_samples} Langevin samples, seed mean; prediction: the noised data's"))
+            rows.append(
+                Row(
+                    "generated excess kurtosis along v (final)",
+                    float(final.generated_kurtosis.mean()),
+                    float(final.kurtosis_target.mean()),
+                    f"spike=cumulant, coupling={coupling}, d={dims[-1]}",
+                    f"{config.generated_samples} Langevin samples, seed mean; prediction: the noised data's",
+                )
+            )
     notes = (
         f"recovery: the first step at which the best unit's normalised overlap with the spike reaches {config.threshold:g}; samples = steps x batch {config.batch}; "
         f"step = {config.learning_rate:g} d^-{config.lr_exponent:g}. Predicted exponent 1 + q + max(k - 2, 0)/2 for overlap order k at step ~ d^-q (valid for q >= (k-2)/2); "
@@ -288,7 +353,9 @@ def figures(dataset, config: Config) -> dict:
         for coupling in couplings:
             one = dataset.sel(coupling=coupling, spike="cumulant", dim=largest)
             axes[0].plot(np.maximum(dataset.step.values, 1), one.generated_kurtosis.mean("seed"), label=str(coupling))
-        axes[0].axhline(float(dataset.kurtosis_target.isel(seed=0).sel(spike="cumulant", dim=largest).values.ravel()[0]), color="gray", ls="--", label="noised data")
+        axes[0].axhline(
+            float(dataset.kurtosis_target.isel(seed=0).sel(spike="cumulant", dim=largest).values.ravel()[0]), color="gray", ls="--", label="noised data"
+        )
         axes[0].set(xscale="log", xlabel="step")
         axes[0].legend(fontsize=7)
         result["kurtosis"] = figure

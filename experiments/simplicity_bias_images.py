@@ -1,15 +1,15 @@
 """Distributional simplicity bias on images: data vs its Gaussian clones over training ([BMG]).
 
-ONE run (``point``) trains one EDM denoiser (:mod:`dynamics.edm`: preconditioning, log-normal
+ONE run (``point``) trains one EDM denoiser (:mod:`diffdyn.dynamics.edm`: preconditioning, log-normal
 training sigmas, EDM weighting, minibatches with replacement, Adam; docs/theory.md section 6) on
 the training split of one image set, one seed. At every checkpoint (step 0 and log-spaced steps)
 and every evaluation noise level it measures the per-element denoising loss
-(:mod:`dynamics.denoising`) on three evaluation sets of equal size:
+(:mod:`diffdyn.dynamics.denoising`) on three evaluation sets of equal size:
 
 * ``data``: the held-out images;
 * ``gaussian_clone``: samples of ``N(mu, Sigma)`` fitted on the training split;
 * ``mean_clone``: samples of the mean-only clone ``N(mu, (Tr Sigma / d) I)`` (same mean and total
-  power, no correlations; :mod:`models.distributions.clones`).
+  power, no correlations; :mod:`diffdyn.models.distributions.clones`).
 
 [BMG] (docs/theory.md section 9): the denoiser learns the mean first, the covariance next and
 higher-order cumulants last, so the data loss first separates from the mean-only clone's, then
@@ -21,7 +21,7 @@ of each clone, ``(1/d) sigma^2 Tr[Sigma (Sigma + sigma^2 I)^-1]`` (docs/theory.m
 floor for the clone losses; and at step 0 the untrained denoiser ``c_skip(sigma) x`` has the same
 expected loss on all three sets (it sees only the mean and total power).
 
-Data sets (:mod:`models.distributions.datasets`): ``digits``, ``faces``, ``patches`` (bundled),
+Data sets (:mod:`diffdyn.models.distributions.datasets`): ``digits``, ``faces``, ``patches`` (bundled),
 ``mnist``, ``fashion-mnist``, ``cifar10`` (from ``data_path``), and ``gaussian``, the null control
 (a log-normal spectrum in a random basis: its own Gaussian clone, so data and Gaussian-clone
 losses must not separate). Data, split, clone samples and noise draws are host data (numpy
@@ -40,16 +40,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics import denoising, edm
-from dynamics.config import StudyConfig, setting
-from dynamics.study import Outputs, Row, Summary
-from dynamics.training import log_spaced_steps, make_train
-from dynamics.validation import ConfigError
-from experiments import figures as plots
-from experiments.runner import bind
-from models.denoisers.mlp import MLPUNet
-from models.denoisers.unet import UNet
-from models.distributions import clones, datasets
+from diffdyn.dynamics import denoising, edm
+from diffdyn.dynamics.config import StudyConfig, setting
+from diffdyn.dynamics.study import Outputs, Row, Summary
+from diffdyn.dynamics.training import log_spaced_steps, make_train
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models.denoisers.mlp import MLPUNet
+from diffdyn.models.denoisers.unet import UNet
+from diffdyn.models.distributions import clones, datasets
 
 NAME = "simplicity-bias-images"
 REFERENCE = "Bardone, Merger & Goldt, arXiv 2603.12901 (ICML 2026), images vs their Gaussian clone; docs/theory.md sections 2, 6, 9"
@@ -64,7 +64,9 @@ CLONES = SOURCES[1:]
 class Config(StudyConfig):
     """Settings of the image simplicity-bias study (time in Adam steps, noise levels EDM sigmas)."""
 
-    dataset: tuple[str, ...] = setting(("digits",), "data sets, one program each (gaussian: the null control, its own clone)", grid=True, choices=datasets.DATASETS)
+    dataset: tuple[str, ...] = setting(
+        ("digits",), "data sets, one program each (gaussian: the null control, its own clone)", grid=True, choices=datasets.DATASETS
+    )
     architecture: tuple[str, ...] = setting(("mlp",), "denoisers: MLP-UNet on flat images, or conv U-Net", grid=True, choices=ARCHITECTURES)
     num_images: int = setting(2000, "examples: a fixed random subset of an image set (0: all); patches, gaussian: how many are drawn", low=0)
     held_out: float = setting(0.2, "fraction of the images held out for evaluation (the clones fit the rest)", low=0.0, high=1.0, low_open=True)
@@ -92,8 +94,16 @@ PRESETS = {
     "quick": Config(seeds=2),
     "tiny": Config(num_images=120, width=16, depth=2, embedding=8, batch_size=16, num_steps=8, num_records=3, sigmas=(0.1, 1.0)),
     "paper": Config(
-        dataset=("digits", "faces", "patches"), architecture=("mlp", "unet"), num_images=10_000, width=256, depth=5,
-        embedding=128, num_steps=20_000, num_records=24, sigmas=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0), seeds=3,
+        dataset=("digits", "faces", "patches"),
+        architecture=("mlp", "unet"),
+        num_images=10_000,
+        width=256,
+        depth=5,
+        embedding=128,
+        num_steps=20_000,
+        num_records=24,
+        sigmas=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+        seeds=3,
     ),
 }
 
@@ -120,8 +130,14 @@ def evaluation(config: Config, precision: str) -> Evaluation:
     noise with the numpy generator seeded with ``seed``."""
     with jax.ensure_compile_time_eval():
         loaded = datasets.load(
-            config.dataset, jax.random.key(config.seed), config.num_images, dim=config.dim, log_std=config.log_std,
-            data_path=config.data_path, face_size=config.face_size, patch_size=config.patch_size,
+            config.dataset,
+            jax.random.key(config.seed),
+            config.num_images,
+            dim=config.dim,
+            log_std=config.log_std,
+            data_path=config.data_path,
+            face_size=config.face_size,
+            patch_size=config.patch_size,
         )
     rng = np.random.default_rng(config.seed)
     train, held = clones.split(loaded.reshape(loaded.shape[0], -1), config.held_out, rng)
@@ -185,7 +201,9 @@ def point(key, config: Config) -> dict:
     denoise = edm.precondition(network.network)
     train_set = as_samples(data.train)
     init = lambda init_key, hparams: network.init(init_key, train_set.dtype)
-    train = make_train(init, edm.make_loss(denoise, train_set, config.batch_size), num_steps=config.num_steps, record_steps=record_steps(config), optimizer="adam")
+    train = make_train(
+        init, edm.make_loss(denoise, train_set, config.batch_size), num_steps=config.num_steps, record_steps=record_steps(config), optimizer="adam"
+    )
     trajectory = train(key, {"learning_rate": config.learning_rate})
     loss, error = denoising.loss_curves(denoise, trajectory.params, as_samples(data.sets), as_samples(data.noise), jnp.asarray(config.sigmas))
     gap, gap_error = denoising.relative_gap(loss[:1], error[:1], loss[1:], error[1:])  # (clone, step, sigma)
@@ -235,7 +253,9 @@ def outputs(config: Config) -> Outputs:
 
 def grid_points(dataset):
     """``(label, selection)`` for every (dataset, architecture) of the sweep."""
-    return [(f"{name}/{network}", dataset.sel(dataset=name, architecture=network)) for name in dataset.dataset.values for network in dataset.architecture.values]
+    return [
+        (f"{name}/{network}", dataset.sel(dataset=name, architecture=network)) for name in dataset.dataset.values for network in dataset.architecture.values
+    ]
 
 
 def of_clones(one, name: str):
@@ -259,12 +279,24 @@ def summarize(dataset, config: Config) -> Summary:
         first = (mean_clone <= gaussian_clone) | (np.isfinite(mean_clone) & np.isnan(gaussian_clone))
         separated = int((np.isfinite(mean_clone) | np.isfinite(gaussian_clone)).sum())
         fraction = float(first.sum()) / separated if separated else None
-        rows.append(Row("fraction where the mean-only clone separates no later", fraction, 1.0, label, f"of {separated} (sigma, seed) with a separation; ties: the same checkpoint"))
+        rows.append(
+            Row(
+                "fraction where the mean-only clone separates no later",
+                fraction,
+                1.0,
+                label,
+                f"of {separated} (sigma, seed) with a separation; ties: the same checkpoint",
+            )
+        )
         final = one.final_gap.mean("seed")
         table[label] = {clone: {} for clone in CLONES}
         for clone, sigma in itertools.product(CLONES, one.sigma.values):
             steps = one.separation_step.sel(clone=clone, sigma=sigma)
-            entry = {"separation_step": float(steps.mean()), "separated_seeds": int(np.isfinite(steps).sum()), "final_gap": float(final.sel(clone=clone, sigma=sigma))}
+            entry = {
+                "separation_step": float(steps.mean()),
+                "separated_seeds": int(np.isfinite(steps).sum()),
+                "final_gap": float(final.sel(clone=clone, sigma=sigma)),
+            }
             table[label][clone][f"{sigma:g}"] = entry
             note = f"final gap {entry['final_gap']:+.3f}; {entry['separated_seeds']}/{one.seed.size} seeds separated"
             rows.append(Row(f"separation step vs {clone}", entry["separation_step"], None, f"{label}, sigma={sigma:g}", note))

@@ -4,16 +4,16 @@ Data ``omega N(mu, I) + (1 - omega) N(-mu, I)`` in ``d`` dimensions with ``|mu|^
 (``omega`` the majority weight; class 1 is the minority), exact scores from the numpyro mixture
 (docs/theory.md section 8). ONE run (``point``) takes one ``d``, one ``omega`` and one seed:
 
-* cloning ([BBdBM] protocol, :func:`models.distributions.backward.commitment_curves`): per
+* cloning ([BBdBM] protocol, :func:`diffdyn.models.distributions.backward.commitment_curves`): per
   reference class, the probability that two clones launched at OU time ``t`` end in the same
   class, and that a clone ends in the reference's class, on a window of ``t`` around the balanced
   ``t_S = 1/2 ln(1 + d mu~^2)``; beside them the exact 1-D curves
-  (:func:`dynamics.theory.speciation.commitment_theory`). The speciation time is where
+  (:func:`diffdyn.dynamics.theory.speciation.commitment_theory`). The speciation time is where
   ``P(clones agree)`` (reference drawn from the mixture) falls through the midpoint of its limits
   ``1`` and ``sum_c rho_c^2``; the commitment time of class ``c`` where ``P(stay in c)`` falls
   through ``(1 + rho_c) / 2``; both on the cloning and on the exact curves.
 * basins: the latest ``t`` at which the minority class has its own stable zero of the exact
-  backward drift (:func:`models.distributions.backward.basin_appearance_time`, bisection in the
+  backward drift (:func:`diffdyn.models.distributions.backward.basin_appearance_time`, bisection in the
   graph) vs the closed form ``K(t) = 2 |mu|^2 e^-2t = K*(h)``.
 
 ``summarize`` compares across points: the minority delay (basin time at ``omega = 0.5`` minus
@@ -31,13 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics.config import StudyConfig, setting
-from dynamics.study import Outputs, Row, Summary
-from dynamics.theory import speciation as theory
-from dynamics.validation import ConfigError
-from experiments import figures as plots
-from experiments.runner import bind
-from models.distributions import backward, mixtures
+from diffdyn.dynamics.config import StudyConfig, setting
+from diffdyn.dynamics.study import Outputs, Row, Summary
+from diffdyn.dynamics.theory import speciation as theory
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models.distributions import backward, mixtures
 
 NAME = "speciation"
 REFERENCE = "Biroli, Bonnaire, de Bortoli & Mezard, Nat. Commun. 15:9957 (2024), arXiv 2402.18491; docs/theory.md section 8"
@@ -53,7 +53,9 @@ class Config(StudyConfig):
     """Settings of the speciation study (OU time ``t``)."""
 
     dim: tuple[int, ...] = setting((8, 32), "data dimension d, one program each", grid=True, low=1)
-    omega: tuple[float, ...] = setting((0.5, 0.9, 0.999), "majority weight omega in [0.5, 1); 0.5 (the reference of the delays) must be among them", grid=True, traced=True, low=0.5, high=1.0)
+    omega: tuple[float, ...] = setting(
+        (0.5, 0.9, 0.999), "majority weight omega in [0.5, 1); 0.5 (the reference of the delays) must be among them", grid=True, traced=True, low=0.5, high=1.0
+    )
     centroid_norm: float = setting(1.0, "mu~: |mu|^2 = d mu~^2", traced=True, low=0.0, low_open=True)
     num_pairs: int = setting(150, "cloning experiments per class and clone time", low=1)
     num_times: int = setting(11, "clone times", low=3)
@@ -170,13 +172,22 @@ def summarize(dataset, config: Config) -> Summary:
     for dim in mean.dim.values:
         balanced = mean.sel(dim=dim, omega=BALANCED)
         speciation = balanced.speciation_time
-        rows.append(Row("speciation time (cloning)", float(speciation.sel(source="measured")), float(balanced.balanced_speciation_time), f"d={dim}", f"exact curve {float(speciation.sel(source='theory')):.4g}; prediction 1/2 ln Lambda"))
+        rows.append(
+            Row(
+                "speciation time (cloning)",
+                float(speciation.sel(source="measured")),
+                float(balanced.balanced_speciation_time),
+                f"d={dim}",
+                f"exact curve {float(speciation.sel(source='theory')):.4g}; prediction 1/2 ln Lambda",
+            )
+        )
         for omega in mean.omega.values:
             one = mean.sel(dim=dim, omega=omega)
             delay = balanced.basin_time - one.basin_time
             minority = one.commitment_time.sel(reference="minority")
             entry = {
-                "dim": int(dim), "omega": float(omega),
+                "dim": int(dim),
+                "omega": float(omega),
                 "speciation_time_measured": float(one.speciation_time.sel(source="measured")),
                 "speciation_time_exact_curve": float(one.speciation_time.sel(source="theory")),
                 "speciation_time_half_log_lambda": float(one.balanced_speciation_time),
@@ -189,8 +200,24 @@ def summarize(dataset, config: Config) -> Summary:
             }
             points.append(entry)
             if omega != BALANCED:
-                rows.append(Row("minority delay (exact drift zeros)", entry["minority_delay_measured"], entry["minority_delay_predicted"], f"d={dim}, omega={omega:g}", "prediction 1/2 ln K*(h)"))
-            rows.append(Row("minority commitment time (cloning)", entry["commitment_time_minority_measured"], entry["commitment_time_minority_exact_curve"], f"d={dim}, omega={omega:g}", "prediction: exact 1-D curve"))
+                rows.append(
+                    Row(
+                        "minority delay (exact drift zeros)",
+                        entry["minority_delay_measured"],
+                        entry["minority_delay_predicted"],
+                        f"d={dim}, omega={omega:g}",
+                        "prediction 1/2 ln K*(h)",
+                    )
+                )
+            rows.append(
+                Row(
+                    "minority commitment time (cloning)",
+                    entry["commitment_time_minority_measured"],
+                    entry["commitment_time_minority_exact_curve"],
+                    f"d={dim}, omega={omega:g}",
+                    "prediction: exact 1-D curve",
+                )
+            )
     largest = lambda measured, predicted, where=lambda p: True: max((abs(p[measured] - p[predicted]) for p in points if where(p)), default=None)
     balanced = lambda p: p["omega"] == BALANCED
     values = {

@@ -5,8 +5,8 @@ independent denoiser at every node of a log-spaced noise grid, by gradient flow 
 population loss (summed, un-halved; ``tau`` = learning rate x steps), each checkpoint turned into
 a continuous-sigma denoiser by interpolating its parameters in ``log sigma``. It measures the
 variance the probability-flow ODE generates along every data mode, exactly (covariance
-propagation, :func:`dynamics.sampling.generated_mode_variances`) and from PF-ODE samples, and
-lays the closed forms of :mod:`dynamics.theory` beside them, with the emergence time ``tau*`` of
+propagation, :func:`diffdyn.dynamics.sampling.generated_mode_variances`) and from PF-ODE samples, and
+lays the closed forms of :mod:`diffdyn.dynamics.theory` beside them, with the emergence time ``tau*`` of
 every mode for both. ``summarize`` fits ``tau* ~ lambda^-alpha`` per family and source.
 
 Families (docs/theory.md 2-4): ``one_layer`` ``W x + b``; ``two_layer`` ``P P^T x`` (logistic, rate
@@ -28,19 +28,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics import measures, status
-from dynamics.config import LogGrid, StudyConfig, setting
-from dynamics.objectives import population_loss
-from dynamics.sampling import generated_mode_variances, grid_denoiser, pf_ode_sample
-from dynamics.study import STATUS, Outputs, Row, Summary
-from dynamics.theory import convolution, deep_linear, linear
-from dynamics.training import quadratic_gradient_flow, train_per_sigma
-from dynamics.validation import ConfigError, require_increasing
-from experiments import figures as plots
-from experiments.runner import bind
-from models.denoisers import Circulant, DeepLinear, Linear, Patch, SymmetricTwoLayer
-from models.distributions import gaussian
-from models.distributions.gaussian import GaussianData, empirical_data, fourier_frequencies, random_rotation, real_fourier_basis, sample
+from diffdyn.dynamics import measures, status
+from diffdyn.dynamics.config import LogGrid, StudyConfig, setting
+from diffdyn.dynamics.objectives import population_loss
+from diffdyn.dynamics.sampling import generated_mode_variances, grid_denoiser, pf_ode_sample
+from diffdyn.dynamics.study import STATUS, Outputs, Row, Summary
+from diffdyn.dynamics.theory import convolution, deep_linear, linear
+from diffdyn.dynamics.training import quadratic_gradient_flow, train_per_sigma
+from diffdyn.dynamics.validation import ConfigError, require_increasing
+from diffdyn.experiments import figures as plots
+from diffdyn.experiments.runner import bind
+from diffdyn.models.denoisers import Circulant, DeepLinear, Linear, Patch, SymmetricTwoLayer
+from diffdyn.models.distributions import gaussian
+from diffdyn.models.distributions.gaussian import GaussianData, empirical_data, fourier_frequencies, random_rotation, real_fourier_basis, sample
 
 NAME = "spectral-bias"
 REFERENCE = "Wang & Pehlevan, arXiv 2503.03206 (NeurIPS 2025), sec. 3-5; docs/theory.md 2-4"
@@ -79,10 +79,19 @@ class Config(StudyConfig):
 
 PRESETS = {
     "quick": Config(seeds=2),
-    "tiny": Config(family=("one_layer", "two_layer", "deep_linear", "patch"), num_modes=4, tau=LogGrid(1e-2, 10.0, 8), sigma=LogGrid(0.002, 80.0, 8), num_samples=4),
+    "tiny": Config(
+        family=("one_layer", "two_layer", "deep_linear", "patch"), num_modes=4, tau=LogGrid(1e-2, 10.0, 8), sigma=LogGrid(0.002, 80.0, 8), num_samples=4
+    ),
     "paper": Config(
-        q=(0.0, 0.1, 0.5, 0.6, 1.0), num_modes=20, lam_min=1e-3, lam_max=1e2, tau=LogGrid(1e-4, 1e3, 71),
-        sigma=LogGrid(0.002, 80.0, 64), kernel_size=5, rtol=1e-7, max_steps=1_000_000,
+        q=(0.0, 0.1, 0.5, 0.6, 1.0),
+        num_modes=20,
+        lam_min=1e-3,
+        lam_max=1e2,
+        tau=LogGrid(1e-4, 1e3, 71),
+        sigma=LogGrid(0.002, 80.0, 64),
+        kernel_size=5,
+        rtol=1e-7,
+        max_steps=1_000_000,
     ),  # one seed: aligned init + population statistics are rotation invariant per mode
 }
 
@@ -175,8 +184,16 @@ def simulate(config: Config, data: GaussianData, key):
     moments = empirical_data(sample(sample_key, data, config.n_train)) if config.n_train else (data.mean, data.covariance)
     nodes, taus = jnp.asarray(sigma_nodes(config)), jnp.asarray(config.tau.values())
     trained = train_per_sigma(
-        model, *moments, config.q, init_key, nodes, jnp.full(nodes.shape, config.eta), taus,
-        quadratic=config.family in QUADRATIC, rtol=config.rtol, max_steps=config.max_steps,
+        model,
+        *moments,
+        config.q,
+        init_key,
+        nodes,
+        jnp.full(nodes.shape, config.eta),
+        taus,
+        quadratic=config.family in QUADRATIC,
+        rtol=config.rtol,
+        max_steps=config.max_steps,
     )
     # a failed training (past its step budget) hands zero weights on, so the PF-ODE stays cheap
     params = jax.tree.map(lambda leaf: jnp.where(trained.status == status.OK, leaf, 0.0), trained.value)
@@ -191,7 +208,9 @@ def simulate(config: Config, data: GaussianData, key):
 
         def sampled_variance(grid):
             denoise = grid_denoiser(model.apply, grid, nodes)
-            solve = lambda x: pf_ode_sample(denoise, x, sigma_max=config.sigma.high, sigma_min=config.sigma.low, rtol=config.rtol, atol=1e-3 * config.rtol, max_steps=config.max_steps)
+            solve = lambda x: pf_ode_sample(
+                denoise, x, sigma_max=config.sigma.high, sigma_min=config.sigma.low, rtol=config.rtol, atol=1e-3 * config.rtol, max_steps=config.max_steps
+            )
             samples, statuses = jax.vmap(solve)(starts)
             return measures.sample_mode_variances(samples, data.basis), status.worst(statuses)
 
@@ -318,14 +337,24 @@ def summarize(dataset, config: Config) -> Summary:
         deviation = float(np.abs(one.variance.sel(source="simulation") / one.variance.sel(source="theory") - 1).max())
         sampled = float(np.abs(one.variance_sampled / one.variance.sel(source="simulation") - 1).max()) if "variance_sampled" in one else None
         where = f"family={family}, Q={q:g}"
-        rows.append(Row("alpha (tau* ~ lambda^-alpha)", fits["simulation"][direction]["alpha"], fits["theory"][direction]["alpha"], where, f"{fits['simulation'][direction]['n_modes']} {direction} modes x seeds"))
+        rows.append(
+            Row(
+                "alpha (tau* ~ lambda^-alpha)",
+                fits["simulation"][direction]["alpha"],
+                fits["theory"][direction]["alpha"],
+                where,
+                f"{fits['simulation'][direction]['n_modes']} {direction} modes x seeds",
+            )
+        )
         rows.append(Row("max rel. deviation simulation / theory", deviation, 0.0, where, "exact PF-ODE variance"))
         if sampled is not None:
             rows.append(Row("max rel. deviation samples / exact", sampled, None, where, f"{config.num_samples} samples per checkpoint"))
         families[str(family)] = {"direction": direction, "fits": fits, "max_rel_dev": deviation, "max_rel_dev_sampled": sampled}
     if "circulant_rate_ratio" in dataset:
         ratio = dataset.circulant_rate_ratio.sel(family="circulant").values
-        rows.append(Row("rate ratio circulant / linear (median)", float(np.nanmedian(ratio)), float(dimension(config)), "sigma = 1", "per Fourier mode; theory N"))
+        rows.append(
+            Row("rate ratio circulant / linear (median)", float(np.nanmedian(ratio)), float(dimension(config)), "sigma = 1", "per Fourier mode; theory N")
+        )
     notes = (
         "alpha: minus the OLS slope of log tau* on log lambda; tau* where the generated variance crosses the geometric (or harmonic) "
         "mean of its start and target; gray zone 0.5x-2x excluded; rising and decaying modes fitted apart (the direction with more modes shown).",

@@ -9,7 +9,7 @@ The class model of docs/theory.md section 8 (a **reconstruction** of [N], Nicole
   imbalance is in the training counts ``n_0 = base_count``, ``n_1 = round(ratio n_0)``
   (:func:`class_counts`);
 * model: ``s_A(x) = (A / sqrt(p)) g(W x / sqrt(d))`` at one OU time ``t``
-  (:mod:`models.denoisers.random_features`), trained from ``A = 0`` by the exact gradient flow of
+  (:mod:`diffdyn.models.denoisers.random_features`), trained from ``A = 0`` by the exact gradient flow of
   the DSM loss on the whole training set, whose statistics are the count-weighted class ones
   ``U = sum_c (n_c / n) U_c`` (same for ``V``); with class loss weights ``w_c`` the shares are
   ``w_c n_c / sum_c w_c n_c`` (:func:`weighted_statistics`);
@@ -39,11 +39,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from dynamics import measures
-from dynamics.config import LogGrid, setting
-from dynamics.theory.random_features import ACTIVATIONS
-from models.denoisers import random_features as rf
-from models.distributions import mixtures
+from diffdyn.dynamics import measures
+from diffdyn.dynamics.config import LogGrid, setting
+from diffdyn.dynamics.theory.random_features import ACTIVATIONS
+from diffdyn.models.denoisers import random_features as rf
+from diffdyn.models.distributions import mixtures
 
 CLASSES = ("class_0", "class_1")
 
@@ -105,16 +105,17 @@ def _stacked(pairs) -> ClassStatistics:
     return ClassStatistics(*jax.tree.map(lambda *per_class: jnp.stack(per_class), *pairs))
 
 
-def training_statistics(problem: ClassProblem, W: Float[Array, "p d"], key: PRNGKeyArray, points: tuple[Float[Array, "n d"], ...], time: ArrayLike) -> ClassStatistics:
-    """Monte Carlo statistics (:func:`models.denoisers.random_features.feature_statistics`,
+def training_statistics(
+    problem: ClassProblem, W: Float[Array, "p d"], key: PRNGKeyArray, points: tuple[Float[Array, "n d"], ...], time: ArrayLike
+) -> ClassStatistics:
+    """Monte Carlo statistics (:func:`diffdyn.models.denoisers.random_features.feature_statistics`,
     ``num_noise`` draws from ``fold_in(key, 10 + c)``) of each class's training points."""
-    return _stacked([
-        rf.feature_statistics(W, x, time, jax.random.fold_in(key, 10 + c), problem.num_noise, problem.activation)
-        for c, x in enumerate(points)
-    ])
+    return _stacked([rf.feature_statistics(W, x, time, jax.random.fold_in(key, 10 + c), problem.num_noise, problem.activation) for c, x in enumerate(points)])
 
 
-def fresh_statistics(problem: ClassProblem, W: Float[Array, "p d"], test_key: PRNGKeyArray, mixture: mixtures.GaussianMixture, time: ArrayLike) -> ClassStatistics:
+def fresh_statistics(
+    problem: ClassProblem, W: Float[Array, "p d"], test_key: PRNGKeyArray, mixture: mixtures.GaussianMixture, time: ArrayLike
+) -> ClassStatistics:
     """Statistics of ``num_test`` fresh points per class (``fold_in(test_key, 20 + c)``), with
     ``test_noise`` draws each (``fold_in(test_key, 30 + c)``): the per-class test loss."""
 
@@ -137,16 +138,18 @@ def class_curves(
     problem: ClassProblem, train: ClassStatistics, test: ClassStatistics, counts: tuple[int, ...], class_weights: Float[Array, " k"], time: ArrayLike
 ) -> tuple[Float[Array, "k tau"], Float[Array, "k tau"]]:
     """Per-class train and test losses ``[class, tau]`` along the exact gradient flow
-    (:func:`models.denoisers.random_features.gradient_flow_weights`) of the weighted training loss."""
+    (:func:`diffdyn.models.denoisers.random_features.gradient_flow_weights`) of the weighted training loss."""
     U, V = weighted_statistics(train, counts, class_weights)
     trajectory = rf.gradient_flow_weights(U, V, time, jnp.asarray(problem.tau.values()))
     loss = lambda A, stats: rf.quadratic_loss(A, stats.U, stats.V, time)
     return measures.per_class_curves(loss, trajectory, train), measures.per_class_curves(loss, trajectory, test)
 
 
-def class_times(taus: Float[ArrayLike, " tau"], train_loss: Float[Array, "k tau"], test_loss: Float[Array, "k tau"]) -> tuple[Float[Array, " k"], Float[Array, " k"]]:
-    """Per class: generalization time (:func:`dynamics.measures.generalization_time`) and
-    memorization time (:func:`dynamics.measures.memorization_time`)."""
+def class_times(
+    taus: Float[ArrayLike, " tau"], train_loss: Float[Array, "k tau"], test_loss: Float[Array, "k tau"]
+) -> tuple[Float[Array, " k"], Float[Array, " k"]]:
+    """Per class: generalization time (:func:`diffdyn.dynamics.measures.generalization_time`) and
+    memorization time (:func:`diffdyn.dynamics.measures.memorization_time`)."""
     taus = jnp.asarray(taus)
     generalization = jax.vmap(lambda curve: measures.generalization_time(taus, curve))(test_loss)
     memorization = jax.vmap(lambda train, test: measures.memorization_time(taus, train, test))(train_loss, test_loss)
@@ -157,7 +160,7 @@ def generated_memorization(
     problem: ClassProblem, generator: rf.Generator, key: PRNGKeyArray, points: tuple[Float[Array, "n d"], ...], class_weights: Float[Array, " k"]
 ) -> tuple[Float[Array, "k m"], Float[Array, " m"]]:
     """Copy fractions of ``generator.samples`` samples of the time-indexed generator
-    (:func:`models.denoisers.random_features.sample_trained_generator`) trained on the run's
+    (:func:`diffdyn.models.denoisers.random_features.sample_trained_generator`) trained on the run's
     training set ``points`` at every ``generator.taus``: per class ``[class, tau]`` (a sample counts
     in the class of its nearest training point) and in total ``[tau]``.
 
@@ -174,8 +177,16 @@ def generated_memorization(
     train = jnp.concatenate(points)
     labels = jnp.concatenate([jnp.full((count,), c) for c, count in enumerate(counts)])
     samples = rf.sample_trained_generator(
-        jax.random.fold_in(key, 50), statistics, W, train, jnp.asarray(generator.time.values()), jnp.asarray(generator.taus, float),
-        generator.samples, problem.activation, bias, num_steps=generator.steps,
+        jax.random.fold_in(key, 50),
+        statistics,
+        W,
+        train,
+        jnp.asarray(generator.time.values()),
+        jnp.asarray(generator.taus, float),
+        generator.samples,
+        problem.activation,
+        bias,
+        num_steps=generator.steps,
     )
     per_class = jax.vmap(lambda x: measures.per_class_memorization_fraction(x, train, labels, len(counts)))(samples)
     return per_class.T, jax.vmap(lambda x: measures.memorization_fraction(x, train))(samples)

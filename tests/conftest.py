@@ -3,12 +3,12 @@ pool size of ``experiments/__init__.py``) and the shared test modules (``toy_stu
 ``helpers``) on the import path. Subprocess tests that force host devices drop ``PJRT_NPROC``
 from their environment so that the child sizes its own pool."""
 
-import os
 import sys
 from pathlib import Path
 
-import experiments  # noqa: F401  (sizes the CPU pool, PJRT_NPROC, before jax starts its backend)
 import jax
+
+import diffdyn.experiments  # noqa: F401  (sizes the CPU pool, PJRT_NPROC, before jax starts its backend)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -3,14 +3,14 @@
 ``sweep(study, config, extra)`` is the one engine behind ``diffdyn run`` (the config's own grid)
 and ``diffdyn scan`` (more fields swept on top). Four steps, one module each:
 
-* :mod:`~dynamics.sweep.plan`: resolve the axes, check every grid point (field metadata and the
+* :mod:`~diffdyn.dynamics.sweep.plan`: resolve the axes, check every grid point (field metadata and the
   study's ``validate``) before anything compiles, and group runs by their static values;
-* :mod:`~dynamics.sweep.execute`: per group one ``jit(shard_map(vmap(point)))`` program; runs go
+* :mod:`~diffdyn.dynamics.sweep.execute`: per group one ``jit(shard_map(vmap(point)))`` program; runs go
   through it in chunks sized to a memory budget, each device running its own runs with no
   collective; failed runs (solver status or NaN/inf) are masked, never raised;
-* :mod:`~dynamics.sweep.store`: finished chunks written atomically; an interrupted sweep resumes
+* :mod:`~diffdyn.dynamics.sweep.store`: finished chunks written atomically; an interrupted sweep resumes
   bit-identically; several ``jax.distributed`` processes take every ``process_count``-th chunk;
-* :mod:`~dynamics.sweep.assemble`: one labelled ``xarray.Dataset`` with ``failure`` codes.
+* :mod:`~diffdyn.dynamics.sweep.assemble`: one labelled ``xarray.Dataset`` with ``failure`` codes.
 
 Guarantees (tested in ``tests/dynamics/test_sweep.py`` and ``tests/experiments/test_engine.py``):
 a run's numbers depend only on its field values and seed: bit for bit across devices, processes
@@ -30,13 +30,13 @@ from typing import Any, NamedTuple
 import jax
 import xarray as xr
 
-from dynamics import config as configs
-from dynamics.storage import atomic_path
-from dynamics.sweep.assemble import assemble, failure_counts
-from dynamics.sweep.execute import TRACES, barrier, choose_chunk_size, default_memory_budget, parse_bytes, run_chunks
-from dynamics.sweep.plan import Plan, parse_grid_option, plan
-from dynamics.sweep.store import ChunkStore
-from dynamics.validation import ConfigError
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics.storage import atomic_path
+from diffdyn.dynamics.sweep.assemble import assemble, failure_counts
+from diffdyn.dynamics.sweep.execute import TRACES, barrier, choose_chunk_size, default_memory_budget, parse_bytes, run_chunks
+from diffdyn.dynamics.sweep.plan import Plan, parse_grid_option, plan
+from diffdyn.dynamics.sweep.store import ChunkStore
+from diffdyn.dynamics.validation import ConfigError
 
 __all__ = ["SweepResult", "TRACES", "parse_bytes", "parse_grid_option", "plan", "sweep"]
 

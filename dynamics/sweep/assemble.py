@@ -3,7 +3,7 @@
 Dims: one per axis (the grid fields, then fields swept on top; ``.`` in a nested field's path
 becomes ``_``), then ``seed``, then each output's own dims. Static axes that change an output's
 shape make the dataset the outer join of the groups (NaN where a group has no entry; a boolean
-output with such gaps becomes 0/1 floats). Every run gets ``failure`` (a :mod:`dynamics.status` code, CF
+output with such gaps becomes 0/1 floats). Every run gets ``failure`` (a :mod:`diffdyn.dynamics.status` code, CF
 ``flag_values`` / ``flag_meanings``) and ``diverged = failure != 0``.
 """
 
@@ -16,11 +16,11 @@ from types import ModuleType
 import numpy as np
 import xarray as xr
 
-from dynamics import config as configs
-from dynamics import status
-from dynamics.sweep.execute import chunks
-from dynamics.sweep.plan import Plan
-from dynamics.sweep.store import ChunkStore
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics import status
+from diffdyn.dynamics.sweep.execute import chunks
+from diffdyn.dynamics.sweep.plan import Plan
+from diffdyn.dynamics.sweep.store import ChunkStore
 
 RESERVED_OUTPUTS = ("failure", "diverged")
 
@@ -31,10 +31,7 @@ def _group_dataset(study: ModuleType, plan: Plan, group, store: ChunkStore, size
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     traced_axes = [axis for axis in plan.axes if axis.traced]
     run_dims = [axis.name for axis in traced_axes] + ["seed"]
-    variables = {
-        name: (run_dims + list(outputs.dims.get(name, ())), values.reshape(group.shape + values.shape[1:]))
-        for name, values in arrays.items()
-    }
+    variables = {name: (run_dims + list(outputs.dims.get(name, ())), values.reshape(group.shape + values.shape[1:])) for name, values in arrays.items()}
     coords = {axis.name: np.asarray(axis.values) for axis in traced_axes}
     coords["seed"] = np.arange(plan.config.seeds)
     for dims, values in variables.values():
@@ -54,7 +51,9 @@ def assemble(study: ModuleType, plan: Plan, store: ChunkStore, sizes: Sequence[i
     if len(parts) > 1:
         flags = {name for part in parts for name, value in part.data_vars.items() if value.dtype == bool}
         as_float = lambda part: part.map(lambda v: v.astype(float) if v.dtype == bool else v)
-        dataset = xr.combine_by_coords([as_float(part) for part in parts], data_vars="minimal", compat="no_conflicts", join="outer", combine_attrs="drop_conflicts")
+        dataset = xr.combine_by_coords(
+            [as_float(part) for part in parts], data_vars="minimal", compat="no_conflicts", join="outer", combine_attrs="drop_conflicts"
+        )
         dataset = dataset.reindex({axis.name: list(axis.values) for axis in plan.axes if not axis.traced})
         dataset["failure"] = dataset.failure.astype(np.int32)
         for name in flags:  # back to booleans where every group has every entry

@@ -6,9 +6,9 @@ local devices with ``jax.vmap`` inside: each device runs its own block of runs w
 collective communication, so an adaptive solver's loop on one device never waits for another's.
 Run ``s`` uses the key ``fold_in(key(root_seed), s)`` wherever it lands (chunk, device,
 process), so its numbers depend only on its field values and seed (bit for bit for the same
-runs per device and call; see :mod:`dynamics.sweep`).
+runs per device and call; see :mod:`diffdyn.dynamics.sweep`).
 
-A run fails when its ``point`` reports a solver status other than ok (:mod:`dynamics.status`)
+A run fails when its ``point`` reports a solver status other than ok (:mod:`diffdyn.dynamics.status`)
 or when a checked output is NaN/inf; its float outputs are then set to NaN and its code kept.
 """
 
@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from dynamics import config as configs
-from dynamics import status
-from dynamics.study import STATUS
-from dynamics.sweep.plan import Group
-from dynamics.sweep.store import ChunkStore
-from dynamics.validation import ConfigError
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics import status
+from diffdyn.dynamics.study import STATUS
+from diffdyn.dynamics.sweep.plan import Group
+from diffdyn.dynamics.sweep.store import ChunkStore
+from diffdyn.dynamics.validation import ConfigError
 
 TRACES: Counter = Counter()  # traces (hence compilations) of sweep programs, by study name
 
@@ -45,10 +45,7 @@ def mask_failed(outputs: Mapping[str, jax.Array], checked: Sequence[str] | None,
     inexact = [outputs[name] for name in names if name in outputs and jnp.issubdtype(outputs[name].dtype, jnp.inexact)]
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(value)) for value in inexact])) if inexact else jnp.bool_(True)
     code = jnp.where(code != status.OK, code, jnp.where(finite, status.OK, status.NONFINITE)).astype(jnp.int32)
-    masked = {
-        name: jnp.where(code == status.OK, value, jnp.nan) if jnp.issubdtype(value.dtype, jnp.inexact) else value
-        for name, value in outputs.items()
-    }
+    masked = {name: jnp.where(code == status.OK, value, jnp.nan) if jnp.issubdtype(value.dtype, jnp.inexact) else value for name, value in outputs.items()}
     return masked, code
 
 
@@ -160,8 +157,14 @@ class Progress:
         console = Console(stderr=True)
         enabled = console.is_terminal if enabled is None else enabled
         self.bar = RichProgress(
-            TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=not enabled,
+            TextColumn("runs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled,
         )
         self.task = self.bar.add_task("sweep", total=total, rate="")
         self.start, self.done = time.perf_counter(), 0
@@ -179,7 +182,9 @@ class Progress:
         self.bar.update(self.task, advance=runs, rate=f"{rate:.1f} runs/s")
 
 
-def run_chunks(study: ModuleType, store: ChunkStore, groups: Sequence[Group], devices: tuple, sizes: Sequence[int], root_seed: int, progress: bool | None) -> None:
+def run_chunks(
+    study: ModuleType, store: ChunkStore, groups: Sequence[Group], devices: tuple, sizes: Sequence[int], root_seed: int, progress: bool | None
+) -> None:
     """Compute and store every chunk this process owns (every ``process_count``-th) that is not
     stored yet."""
     mine = lambda number: number % jax.process_count() == jax.process_index()

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dynamics import config as configs
-from dynamics.validation import ConfigError
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics.validation import ConfigError
 
 RESERVED = ("seed", "seeds")
 
@@ -131,10 +131,7 @@ def plan(study: ModuleType, config: Any, extra: Mapping[str, Sequence] | None = 
     for index, combination in enumerate(itertools.product(*(axis.values for axis in static_axes))):
         static = {axis.path: value for axis, value in zip(static_axes, combination)}
         point = configs.at_point(config, static)
-        traced = {
-            info.path: swept[info.path] if info.path in swept else np.full(len(runs), configs.get(point, info.path))
-            for info in traced_infos
-        }
+        traced = {info.path: swept[info.path] if info.path in swept else np.full(len(runs), configs.get(point, info.path)) for info in traced_infos}
         # the program's cache key: traced values and the seed count are arguments (the root seed
         # stays: a study may draw host-side data that all seeds share from it)
         key = configs.at_point(point, {"seeds": 1, **{info.path: _placeholder(info) for info in traced_infos}})

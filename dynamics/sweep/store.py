@@ -2,7 +2,7 @@
 
 Layout of an output directory ``OUT``: ``OUT/scan.json`` (experiment, config, axes, root seed and
 the chunk size of every group) and ``OUT/chunks/g{group}-c{chunk}.npz``. Each file appears whole
-or not at all (:func:`dynamics.storage.atomic_path`), so a sweep killed at any moment resumes
+or not at all (:func:`diffdyn.dynamics.storage.atomic_path`), so a sweep killed at any moment resumes
 from its finished chunks with the same chunk sizes, and gives the uninterrupted result bit for bit.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dynamics.storage import atomic_path
-from dynamics.validation import ConfigError
+from diffdyn.dynamics.storage import atomic_path
+from diffdyn.dynamics.validation import ConfigError
 
 MANIFEST = "scan.json"
 

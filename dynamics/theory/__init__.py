@@ -24,3 +24,5 @@ Diffusion Models", arXiv 2503.03206.
 """
 
 from . import convolution, deep_linear, flow_matching, linear, random_features, speciation
+
+__all__ = ["convolution", "deep_linear", "flow_matching", "linear", "random_features", "speciation"]

@@ -74,9 +74,7 @@ def circulant_generated_variance(
     sigma_max: Float[ArrayLike, "*b"] = SIGMA_MAX,
 ) -> Float[Array, "*b"]:
     """Generated variance per Fourier mode: :func:`.linear.generated_variance` at ``N eta``."""
-    return linear.generated_variance(
-        power, q, tau, eta=n_pixels * jnp.asarray(eta), sigma_min=sigma_min, sigma_max=sigma_max
-    )
+    return linear.generated_variance(power, q, tau, eta=n_pixels * jnp.asarray(eta), sigma_min=sigma_min, sigma_max=sigma_max)
 
 
 @partial(jax.jit, static_argnames=("kernel_size",))
@@ -95,9 +93,7 @@ def patch_covariance(cov: Float[ArrayLike, "n n"], kernel_size: int) -> Float[Ar
 
 
 @jax.jit
-def patch_optimal_filter(
-    cov_patch: Float[ArrayLike, "k k"], sigma: Float[ArrayLike, ""]
-) -> Float[Array, " k"]:
+def patch_optimal_filter(cov_patch: Float[ArrayLike, "k k"], sigma: Float[ArrayLike, ""]) -> Float[Array, " k"]:
     """Optimal patch filter ``w* = (sigma^2 I + Sigma_patch)^-1 Sigma_patch e_r`` [WP sec. 5.2]."""
     cov_patch = jnp.asarray(cov_patch)
     ridge = cov_patch + sigma**2 * jnp.eye(cov_patch.shape[0])
@@ -174,8 +170,6 @@ def patch_generated_variance(
             w = patch_weights(cov_patch, q * centre, tau, sigma, n_pixels=n_pixels, eta=eta)
             return jnp.real(patch_transfer(w, n_pixels))
 
-        return linear.generated_variance_quadrature(
-            response, sigma_min=sigma_min, sigma_max=sigma_max, num_nodes=num_nodes
-        )
+        return linear.generated_variance_quadrature(response, sigma_min=sigma_min, sigma_max=sigma_max, num_nodes=num_nodes)
 
     return jnp.vectorize(one, signature="(),()->(n)")(*jnp.broadcast_arrays(q, tau))

@@ -52,7 +52,7 @@ from jax.experimental import jet
 from jaxtyping import Array, ArrayLike, Float
 from scipy.special import ndtri
 
-from dynamics.validation import ConfigError, require_choice
+from diffdyn.dynamics.validation import ConfigError, require_choice
 
 VARIANTS = ("planted", "whitened")
 LATENTS = ("rademacher", "three_point", "skewed", "student_t")
@@ -170,9 +170,7 @@ def spike_covariance(model: MixedCumulantModel) -> Float[Array, "3 3"]:
     ``Cov(x0.u, x0.v) = sqrt(beta_u) alpha E[lambda nu]``."""
     cross = jnp.sqrt(model.beta_u) * model.cumulant_scale * latent_correlation(model)
     u_variance = model.beta_u + 1 - model.gaussian_removed_along_u
-    return jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) + jnp.array(
-        [[0.0, 0.0, 0.0], [0.0, u_variance - 1, cross], [0.0, cross, 0.0]]
-    )
+    return jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) + jnp.array([[0.0, 0.0, 0.0], [0.0, u_variance - 1, cross], [0.0, cross, 0.0]])
 
 
 def mean_clone_variance(model: MixedCumulantModel, dim: int) -> Array:
@@ -210,7 +208,12 @@ def clone_mmse(model: MixedCumulantModel, t, dim: int, law: str) -> Array:
 def _lambda_nodes(coupling: str) -> tuple[np.ndarray, np.ndarray]:
     """Quadrature of ``E_lambda``: Gauss-Legendre on [-9, 9] split where ``epsilon(lambda)`` jumps,
     weights times the standard normal density."""
-    breaks = {"independent": (), "correlated": (0.0,), "hermite2": (-HERMITE2_THRESHOLD, HERMITE2_THRESHOLD), "hermite3": (-HERMITE3_THRESHOLD, 0.0, HERMITE3_THRESHOLD)}[coupling]
+    breaks = {
+        "independent": (),
+        "correlated": (0.0,),
+        "hermite2": (-HERMITE2_THRESHOLD, HERMITE2_THRESHOLD),
+        "hermite3": (-HERMITE3_THRESHOLD, 0.0, HERMITE3_THRESHOLD),
+    }[coupling]
     edges = np.array([-_LAMBDA_RANGE, *breaks, _LAMBDA_RANGE])
     nodes = np.concatenate([(b - a) / 2 * _GAUSS_LEGENDRE[0] + (a + b) / 2 for a, b in zip(edges[:-1], edges[1:])])
     weights = np.concatenate([(b - a) / 2 * _GAUSS_LEGENDRE[1] for a, b in zip(edges[:-1], edges[1:])])
@@ -254,7 +257,9 @@ def mixture_expectation(function: Callable, weights, means, stds) -> Array:
     half = (_LEGENDRE_FINE[0] + 1) / 2
     h = jnp.concatenate([-reach * half[::-1], reach * half])
     dh = jnp.concatenate([_LEGENDRE_FINE[1][::-1], _LEGENDRE_FINE[1]]) * reach / 2
-    density = jnp.sum(weights[:, None] * jnp.exp(-jnp.square((h[None, :] - means[:, None]) / stds[:, None]) / 2) / (stds[:, None] * jnp.sqrt(2 * jnp.pi)), axis=0)
+    density = jnp.sum(
+        weights[:, None] * jnp.exp(-jnp.square((h[None, :] - means[:, None]) / stds[:, None]) / 2) / (stds[:, None] * jnp.sqrt(2 * jnp.pi)), axis=0
+    )
     return jnp.sum(dh * density * function(h))
 
 

@@ -28,15 +28,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from dynamics.status import Solved, from_diffrax
+from diffdyn.dynamics.status import Solved, from_diffrax
 
 from . import linear
 from .linear import QUADRATURE_NODES, SIGMA_MAX, SIGMA_MIN
 
 
-def _rate(
-    lam: Float[ArrayLike, "*b"], eta: Float[ArrayLike, "*b"], symmetric: bool
-) -> Float[Array, "*b"]:
+def _rate(lam: Float[ArrayLike, "*b"], eta: Float[ArrayLike, "*b"], symmetric: bool) -> Float[Array, "*b"]:
     """Logistic rate ``8 eta lam`` (symmetric ``P P^T``) or ``4 eta lam`` (balanced ``W2 W1``)."""
     lam, eta = jnp.broadcast_arrays(lam, eta)
     return (8.0 if symmetric else 4.0) * eta * lam
@@ -84,9 +82,7 @@ def weights(
 
 
 @partial(jax.jit, static_argnames=("symmetric",))
-def weight_emergence_time(
-    lam: Float[ArrayLike, "*b"], *, eta: Float[ArrayLike, "*b"] = 1.0, symmetric: bool = True
-) -> Float[Array, "*b"]:
+def weight_emergence_time(lam: Float[ArrayLike, "*b"], *, eta: Float[ArrayLike, "*b"] = 1.0, symmetric: bool = True) -> Float[Array, "*b"]:
     """``ln 2 / rate``: the time at which ``e^{-rate tau} = 1/2`` [WP sec. 5.1].
 
     From a small init ``q << w*`` the weight has then doubled; it scales as ``1 / (eta lam)``
@@ -121,11 +117,7 @@ def generated_variance(
     """
     lam, q, tau, eta, s0, s1 = jnp.broadcast_arrays(lam, q, tau, eta, sigma_min, sigma_max)
     s, rho = _logistic_factors(lam, q, tau, eta, symmetric)
-    log_variance = (
-        2.0 * jnp.log(s1)
-        + 2.0 * (1.0 - s) * jnp.log(s0 / s1)
-        + s * jnp.log((lam + rho * s0**2) / (lam + rho * s1**2))
-    )
+    log_variance = 2.0 * jnp.log(s1) + 2.0 * (1.0 - s) * jnp.log(s0 / s1) + s * jnp.log((lam + rho * s0**2) / (lam + rho * s1**2))
     return jnp.exp(log_variance)
 
 
@@ -150,7 +142,7 @@ def balanced_weights(
     integrates the scalar ODE of every mode with diffrax (Tsit5, adaptive; all modes in one
     state) and saves at the increasing times ``taus`` (leading axis of the result). Returns
     ``Solved(weights[t, *b], status)``: past ``max_steps`` steps the solve stops with a status
-    instead of raising (:mod:`dynamics.status`).
+    instead of raising (:mod:`diffdyn.dynamics.status`).
     """
     lam, q, sigma = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=float) for x in (lam, q, sigma)))
     power = 2.0 * (depth - 1) / depth

@@ -42,18 +42,14 @@ QUADRATURE_NODES = 128
 
 
 @jax.jit
-def optimal_weight(
-    lam: Float[ArrayLike, "*b"], sigma: Float[ArrayLike, "*b"]
-) -> Float[Array, "*b"]:
+def optimal_weight(lam: Float[ArrayLike, "*b"], sigma: Float[ArrayLike, "*b"]) -> Float[Array, "*b"]:
     """Ridge-regression optimum ``w* = lam / (lam + sigma^2)`` of one mode [WP sec. 3]."""
     lam, sigma = jnp.broadcast_arrays(lam, sigma)
     return lam / (lam + sigma**2)
 
 
 @jax.jit
-def optimal_loss(
-    lam: Float[ArrayLike, "*b"], sigma: Float[ArrayLike, "*b"]
-) -> Float[Array, "*b"]:
+def optimal_loss(lam: Float[ArrayLike, "*b"], sigma: Float[ArrayLike, "*b"]) -> Float[Array, "*b"]:
     """Minimal per-mode loss ``sigma^2 lam / (lam + sigma^2)`` (summed, un-halved) [WP sec. 3]."""
     lam, sigma = jnp.broadcast_arrays(lam, sigma)
     return sigma**2 * lam / (lam + sigma**2)
@@ -235,7 +231,7 @@ def log_sigma_nodes(
 
 
 def generated_variance_from_nodes(
-    weights_at_nodes: Float[Array, "n *modes"],
+    weights_at_nodes: Float[Array, "n *modes"],  # noqa: F821 (jaxtyping variadic dims)
     node_weights: Float[Array, " n"],
     sigma_max: Float[ArrayLike, ""] = SIGMA_MAX,
 ) -> Float[Array, "*modes"]:

@@ -52,8 +52,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from dynamics.theory import linear
-from dynamics.validation import require_choice
+from diffdyn.dynamics.theory import linear
+from diffdyn.dynamics.validation import require_choice
 
 PARAMETERISATIONS = ("denoiser", "score_weighted", "eps")
 _SMALL_KAPPA = 10.0  # below: the continued fraction of the Bessel ratio; above: the forward recurrence
@@ -115,9 +115,7 @@ def collapse_time(
     return learning_rate * jnp.log(threshold) / jnp.log1p(-learning_rate * decay)
 
 
-def second_moments(
-    mean: Float[Array, " d"], cov: Float[Array, "d d"], sigma: Float[ArrayLike, ""]
-) -> tuple[Float[Array, "e e"], Float[Array, "d e"]]:
+def second_moments(mean: Float[Array, " d"], cov: Float[Array, "d d"], sigma: Float[ArrayLike, ""]) -> tuple[Float[Array, "e e"], Float[Array, "d e"]]:
     """``M = E[(x, 1)(x, 1)^T]`` and ``C = E[x0 (x, 1)^T]`` for ``x = x0 + sigma z`` (``e = d + 1``)."""
     dim = mean.shape[0]
     clean = cov + jnp.outer(mean, mean)
@@ -144,7 +142,7 @@ def linear_toy_weights(
 ) -> Float[Array, "d e"]:
     """The affine denoiser ``D = W x + c`` (``W~ = [W c]``) trained from ``W~(0) = initial`` with flow
     rate ``r`` (:func:`flow_rate` of a parameterisation): by gradient flow,
-    ``W~(tau) = W~* + (W~(0) - W~*) exp(-r M tau)`` (:func:`dynamics.theory.linear.affine_weights`
+    ``W~(tau) = W~* + (W~(0) - W~*) exp(-r M tau)`` (:func:`diffdyn.dynamics.theory.linear.affine_weights`
     with ``eta = r / 2``); with ``learning_rate`` by gradient descent with that step,
     ``W~* + (W~(0) - W~*) (I - learning_rate r M)^(tau / learning_rate)`` (each step moves ``W~`` by
     ``-learning_rate r (W~ M - C)``; ``tau / learning_rate`` steps, rounded)."""

@@ -1,7 +1,7 @@
 """Theory of the random-features score model: Gaussian equivalence, the spectrum of ``U``, time
 scales, and closed-form loss curves ([BUBM] sec. 3-4 and app., docs/theory.md section 7).
 
-Model and conventions as in :mod:`models.denoisers.random_features`: OU time ``t``,
+Model and conventions as in :mod:`diffdyn.models.denoisers.random_features`: OU time ``t``,
 ``Delta_t = 1 - e^-2t``, ``s_A(x) = (A/sqrt(p)) g(W x/sqrt(d))``, loss per dimension, gradient
 flow with ``tau = k eta / d^2`` and rates ``2 Delta_t lambda / psi_p`` for the eigenvalues
 ``lambda`` of ``U``. Data: isotropic Gaussian ``x0 ~ N(0, sx^2 I)``.
@@ -54,8 +54,8 @@ import jax.scipy.special as jsp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from dynamics.schedules import vp_noise_variance, vp_signal_scale
-from dynamics.validation import require_choice
+from diffdyn.dynamics.schedules import vp_noise_variance, vp_signal_scale
+from diffdyn.dynamics.validation import require_choice
 
 HERMITE_NODES = 64
 
@@ -70,7 +70,7 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 
 
 def activation_function(name: str) -> Callable[[Array], Array]:
-    """The activation called ``name`` (a :class:`~dynamics.validation.ConfigError` otherwise)."""
+    """The activation called ``name`` (a :class:`~diffdyn.dynamics.validation.ConfigError` otherwise)."""
     return ACTIVATIONS[require_choice("activation", name, ACTIVATIONS)]
 
 
@@ -98,9 +98,7 @@ def _hermite_rule(num: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @partial(jax.jit, static_argnames=("activation", "num_nodes"))
-def equivalence_constants(
-    t: ArrayLike, data_std: ArrayLike = 1.0, activation: str = "tanh", num_nodes: int = HERMITE_NODES
-) -> EquivalenceConstants:
+def equivalence_constants(t: ArrayLike, data_std: ArrayLike = 1.0, activation: str = "tanh", num_nodes: int = HERMITE_NODES) -> EquivalenceConstants:
     """``a_t, b_t, v_t^2, s_t^2`` (and ``m_t``, ``c^2``) by Gauss-Hermite quadrature (docs/theory.md section 7).
 
     Uses ``num_nodes`` nodes per Gaussian variable (2-d product rule for ``v_t^2``); exact for
@@ -152,7 +150,7 @@ def time_scales(constants: EquivalenceConstants, t, psi_p, psi_n) -> dict[str, f
     lambda_2)`` with ``lambda_2 = s_t^2 + v_t^2 + (a_t^2 c^2 + b_t^2) psi_p`` the mean of ``rho_2``:
     a population mode's weight error decays as ``exp(-2 Delta_t lambda tau / psi_p)``, its
     squared error (the score error) as the square of that, so the error makes half of its drop at
-    this time (the definition of :func:`dynamics.measures.generalization_time`); ``~ 1/Delta_t``
+    this time (the definition of :func:`diffdyn.dynamics.measures.generalization_time`); ``~ 1/Delta_t``
     and independent of ``n``.
     """
     delta = float(vp_noise_variance(t))
@@ -170,9 +168,7 @@ def time_scales(constants: EquivalenceConstants, t, psi_p, psi_n) -> dict[str, f
 
 
 @partial(jax.jit, static_argnames=("num_points",))
-def gaussian_equivalent_matrix(
-    key: jax.Array, W: Float[Array, "p d"], constants: EquivalenceConstants, num_points: int
-) -> Float[Array, "p p"]:
+def gaussian_equivalent_matrix(key: jax.Array, W: Float[Array, "p d"], constants: EquivalenceConstants, num_points: int) -> Float[Array, "p p"]:
     """One draw of ``U_GE = (1/n) G G^T + b_t^2 W W^T/d + s_t^2 I`` with
     ``G = a_t c W X/sqrt(d) + v_t Omega`` (``X``: ``d x n``, ``Omega``: ``p x n``, standard
     Gaussian; ``n = num_points``): the matrix whose spectrum :func:`spectral_density` describes
@@ -186,9 +182,7 @@ def gaussian_equivalent_matrix(
     return G @ G.T / num_points + constants.b**2 * W @ W.T / d + constants.s2 * jnp.eye(p, dtype=W.dtype)
 
 
-def _equivalent_columns(
-    W: Float[Array, "p d"], X: Float[Array, "d n"], Omega: Float[Array, "p n"], constants: EquivalenceConstants
-) -> Float[Array, "p n"]:
+def _equivalent_columns(W: Float[Array, "p d"], X: Float[Array, "d n"], Omega: Float[Array, "p n"], constants: EquivalenceConstants) -> Float[Array, "p n"]:
     """``G = a_t c W X / sqrt(d) + v_t Omega``: the noise-averaged features of the training points
     in the Gaussian-equivalent model (``X`` standardised data, ``c = e^-t sx``)."""
     return constants.a * jnp.sqrt(constants.signal2) * W @ X / jnp.sqrt(W.shape[1]) + jnp.sqrt(constants.v2) * Omega
@@ -380,9 +374,7 @@ def spectrum_comparison(
     return {"edges": edges, "theory": mass, **fractions, "distances": distances}
 
 
-def bulk_edges(
-    constants: EquivalenceConstants, psi_p: float, psi_n: float, *, num: int = 1000, threshold: float = 1e-6
-) -> list[tuple[float, float]]:
+def bulk_edges(constants: EquivalenceConstants, psi_p: float, psi_n: float, *, num: int = 1000, threshold: float = 1e-6) -> list[tuple[float, float]]:
     """Support of the continuous part of the theoretical density, as ``[(low, high), ...]`` in
     increasing order: normally ``rho_1`` (training points) then ``rho_2`` (population).
 
@@ -466,7 +458,7 @@ def flow_quadratic_curve(
 
 @jax.jit
 def flow_loss_curve(spectrum: FlowSpectrum, U: Float[Array, "p p"], V: Float[Array, "p d"], t, taus) -> Float[Array, " k"]:
-    """:func:`models.denoisers.random_features.quadratic_loss` of the gradient-flow weights at
+    """:func:`diffdyn.models.denoisers.random_features.quadratic_loss` of the gradient-flow weights at
     ``taus`` against the statistics ``U, V`` (the training set's: training loss; fresh data's:
     test loss): ``1 + (1/d) [w^T H w - 2 w . h]``."""
     quadratic, linear = flow_quadratic_curve(spectrum, U, V, flow_mode_weights(spectrum, t, taus))
@@ -475,7 +467,7 @@ def flow_loss_curve(spectrum: FlowSpectrum, U: Float[Array, "p p"], V: Float[Arr
 
 @jax.jit
 def flow_score_error_curve(spectrum: FlowSpectrum, phi_phi, phi_x, t, taus, data_std=1.0) -> Float[Array, " k"]:
-    """:func:`models.denoisers.random_features.gaussian_score_error` of the gradient-flow weights
+    """:func:`diffdyn.models.denoisers.random_features.gaussian_score_error` of the gradient-flow weights
     at ``taus``: ``(1/d)[w^T H w / Delta_t - 2 w . h / (sqrt(Delta_t) Gamma_t^2)] + 1/Gamma_t^2``."""
     delta = vp_noise_variance(t)
     gamma2 = marginal_variance(t, data_std)

@@ -24,7 +24,7 @@ Closed forms (pure ``jax.numpy``, elementwise, jit- and grad-able):
   ends in the class it started from, from a 1-D Gauss-Hermite integral at any ``d``.
 
 The simulations these are compared with (exact-score backward SDE, cloning, basins of the
-exact drift) act on a Gaussian mixture and live in :mod:`models.distributions.backward`;
+exact drift) act on a Gaussian mixture and live in :mod:`diffdyn.models.distributions.backward`;
 :func:`crossing_time` reads a time off their curves.
 """
 
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from dynamics.schedules import vp_noise_variance, vp_signal_scale
+from diffdyn.dynamics.schedules import vp_noise_variance, vp_signal_scale
 
 
 def speciation_time(top_eigenvalue: ArrayLike) -> Float[Array, "..."]:
@@ -98,11 +98,9 @@ def signal_strength(t: ArrayLike, mean_norm: ArrayLike, variance: ArrayLike = 1.
     return vp_signal_scale(t) * mean_norm / jnp.sqrt(jnp.exp(-2.0 * t) * variance + vp_noise_variance(t))
 
 
-def commitment_theory(
-    signal: ArrayLike, h: ArrayLike, reference_sign: ArrayLike, num_nodes: int = 81
-) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
+def commitment_theory(signal: ArrayLike, h: ArrayLike, reference_sign: ArrayLike, num_nodes: int = 81) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
     """Exact ``(same, stay)`` of the cloning protocol
-    (:func:`models.distributions.backward.clone_commitment`) with ``t_end -> 0`` for two isotropic
+    (:func:`diffdyn.models.distributions.backward.clone_commitment`) with ``t_end -> 0`` for two isotropic
     classes ``omega N(mu, s^2 I) + (1-omega) N(-mu, s^2 I)`` at any ``d``: with ``signal = a``
     (:func:`signal_strength`) the projection ``y = a r + z`` (``r = reference_sign`` = +1 for the
     class at ``+mu``) decides everything and ``P(+ | y) = sigmoid(2 (a y + h))``; the orthogonal

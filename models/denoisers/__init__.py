@@ -16,10 +16,10 @@ The linear models here are independent per noise level (one parameter set per si
 ``dynamics.sampling.grid_denoiser`` interpolates a grid of them in ``log sigma``.
 """
 
-from models.denoisers.convolution import Circulant, Patch, circulant_matrix
-from models.denoisers.deep_linear import DeepLinear, SymmetricTwoLayer
-from models.denoisers.linear import Linear
-from models.denoisers.mlp import MLPUNet
-from models.denoisers.unet import UNet
+from diffdyn.models.denoisers.convolution import Circulant, Patch, circulant_matrix
+from diffdyn.models.denoisers.deep_linear import DeepLinear, SymmetricTwoLayer
+from diffdyn.models.denoisers.linear import Linear
+from diffdyn.models.denoisers.mlp import MLPUNet
+from diffdyn.models.denoisers.unet import UNet
 
 __all__ = ["Circulant", "DeepLinear", "Linear", "MLPUNet", "Patch", "SymmetricTwoLayer", "UNet", "circulant_matrix"]

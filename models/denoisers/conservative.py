@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from dynamics.validation import require_choice
+from diffdyn.dynamics.validation import require_choice
 
 ACTIVATIONS = {  # name: (psi, psi')
     "tanh": (lambda u: jnp.logaddexp(u, -u) - jnp.log(2.0), jnp.tanh),

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from models.denoisers.linear import scaled_init_matrix
+from diffdyn.models.denoisers.linear import scaled_init_matrix
 
 
 @dataclass(frozen=True)

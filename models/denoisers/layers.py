@@ -1,5 +1,5 @@
-"""Building blocks shared by the nonlinear denoisers (:mod:`models.denoisers.mlp`,
-:mod:`models.denoisers.unet`): pure functions over plain dict pytrees, ONE sample at a time.
+"""Building blocks shared by the nonlinear denoisers (:mod:`diffdyn.models.denoisers.mlp`,
+:mod:`diffdyn.models.denoisers.unet`): pure functions over plain dict pytrees, ONE sample at a time.
 
 Initialisations are LeCun-normal (``N(0, 1/fan_in)``) with zero biases; the fixed Gaussian-Fourier
 noise embedding (Tancik et al. 2020; as in EDM's ``FourierEmbedding``) stores its frequencies in
@@ -42,9 +42,7 @@ def fourier_embedding(frequencies: Float[Array, " half"], c_noise: Float[Array, 
     return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)])
 
 
-def modulate(
-    x: Float[Array, "... channels"], params: dict[str, Array], embedding: Float[Array, " e"]
-) -> Float[Array, "... channels"]:
+def modulate(x: Float[Array, "... channels"], params: dict[str, Array], embedding: Float[Array, " e"]) -> Float[Array, "... channels"]:
     """Adaptive scale and shift ``x (1 + scale) + shift`` with ``(scale, shift) = dense(embedding)``
     acting on the last axis (features or channels)."""
     scale, shift = jnp.split(dense(params, embedding), 2)

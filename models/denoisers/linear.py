@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from dynamics.validation import require_choice
-from models.distributions.gaussian import random_rotation
+from diffdyn.dynamics.validation import require_choice
+from diffdyn.models.distributions.gaussian import random_rotation
 
 INIT_MODES = ("aligned", "random")
 
@@ -41,4 +41,3 @@ class Linear:
 
     def affine(self, params) -> tuple[Float[Array, "d d"], Float[Array, " d"]]:
         return params["W"], params["b"]
-

@@ -1,7 +1,7 @@
 """MLP-UNet denoiser network for flat data ([WP] sec. 6, app. I; docs/theory.md 6).
 
 The raw network ``F(params, x_in, c_noise)`` of the EDM recipe (wrap it with
-:func:`dynamics.edm.precondition` to get the denoiser ``D(params, x, sigma)``), for ONE flat sample
+:func:`diffdyn.dynamics.edm.precondition` to get the denoiser ``D(params, x, sigma)``), for ONE flat sample
 ``x_in`` of ``dim`` features:
 
 * input LayerNorm (``input_norm``; it removes the per-sample mean and scale of ``x_in``, which in
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from models.denoisers.layers import dense, dense_init, fourier_embedding, fourier_init, modulate, normalize
+from diffdyn.models.denoisers.layers import dense, dense_init, fourier_embedding, fourier_init, modulate, normalize
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ iid ``N(0, 1)``), trained second layer ``A`` (``d x p``, from ``A = 0``) and act
 Conventions:
 
 * Time: OU / VP time ``t`` (docs/theory.md section 1): ``x_t = e^-t x0 + sqrt(Delta_t) xi``,
-  ``Delta_t = 1 - e^-2t`` (:func:`dynamics.schedules.vp_noise_variance`).
+  ``Delta_t = 1 - e^-2t`` (:func:`diffdyn.dynamics.schedules.vp_noise_variance`).
 * Loss: the DSM loss per dimension of [BUBM] eq. (3),
   ``L(A) = (1/(d n)) sum_nu E_xi ||sqrt(Delta_t) s_A(x_t^nu) + xi||^2``, which equals the
   quadratic form :func:`quadratic_loss` in the feature statistics ``U, V`` of
@@ -37,9 +37,9 @@ Generator (docs/theory.md sections 7-8, [BUBM] sec. 2; settings :class:`Generato
 :func:`time_indexed_weights` trains one ``A`` per OU time node ``t_1 < ... < t_K`` (same ``W``
 and ``b`` at every node) by the exact flow at a common training time ``tau``;
 :class:`TimeIndexedScore` interpolates ``A`` linearly in ``log t`` between the nodes and is the
-score that :func:`dynamics.sampling.vp_heun_sample` integrates.
+score that :func:`diffdyn.dynamics.sampling.vp_heun_sample` integrates.
 ``tau`` then sets how far the generated law has moved from the population towards the training
-set; :func:`dynamics.measures.memorization_fraction` counts the copies.
+set; :func:`diffdyn.dynamics.measures.memorization_fraction` counts the copies.
 
 Shapes are static: ``d``, ``p`` (hence ``psi_p``) and ``n`` (hence ``psi_n``) fix the array
 shapes, so one compiled program serves one ``(d, p, n)``; seeds, ``t``, learning rates and the
@@ -60,10 +60,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from dynamics.config import LogGrid, setting
-from dynamics.sampling import interpolate_log_sigma, vp_gaussian_start, vp_heun_sample
-from dynamics.schedules import vp_noise_variance, vp_signal_scale
-from dynamics.theory.random_features import (  # ACTIVATIONS: re-exported, the names an activation may take
+from diffdyn.dynamics.config import LogGrid, setting
+from diffdyn.dynamics.sampling import interpolate_log_sigma, vp_gaussian_start, vp_heun_sample
+from diffdyn.dynamics.schedules import vp_noise_variance, vp_signal_scale
+from diffdyn.dynamics.theory.random_features import (  # ACTIVATIONS: re-exported, the names an activation may take
     ACTIVATIONS,  # noqa: F401
     FlowSpectrum,
     activation_function,
@@ -74,8 +74,8 @@ from dynamics.theory.random_features import (  # ACTIVATIONS: re-exported, the n
     flow_spectrum,
     marginal_variance,
 )
-from dynamics.training import make_train
-from dynamics.validation import ConfigError
+from diffdyn.dynamics.training import make_train
+from diffdyn.dynamics.validation import ConfigError
 
 
 def sample_features(key: PRNGKeyArray, dim: int, num_features: int) -> Float[Array, "p d"]:
@@ -83,9 +83,7 @@ def sample_features(key: PRNGKeyArray, dim: int, num_features: int) -> Float[Arr
     return jax.random.normal(key, (num_features, dim))
 
 
-def features(
-    W: Float[Array, "p d"], x: Float[Array, " d"], activation: str = "tanh", bias: Float[Array, " p"] | None = None
-) -> Float[Array, " p"]:
+def features(W: Float[Array, "p d"], x: Float[Array, " d"], activation: str = "tanh", bias: Float[Array, " p"] | None = None) -> Float[Array, " p"]:
     """``phi = g(W x / sqrt(d) + b)`` for ONE input ``x`` (``b = 0``, [BUBM], when ``bias`` is None)."""
     preactivation = W @ x / jnp.sqrt(W.shape[1])
     return activation_function(activation)(preactivation if bias is None else preactivation + bias)
@@ -223,9 +221,7 @@ def expected_feature_statistics(
     memory ``O(block_size * p * (order + num_nodes) + p^2)`` (a scan over blocks of points).
     """
     g = activation_function(activation)
-    U, first = _noise_averaged_moments(
-        W, x0, vp_signal_scale(t), jnp.sqrt(vp_noise_variance(t)), g, order, num_nodes, block_size, bias
-    )
+    U, first = _noise_averaged_moments(W, x0, vp_signal_scale(t), jnp.sqrt(vp_noise_variance(t)), g, order, num_nodes, block_size, bias)
     return U, first[:, None] * W / jnp.linalg.norm(W, axis=1, keepdims=True)
 
 
@@ -266,9 +262,7 @@ def gaussian_population_statistics(
     return PopulationStatistics(U, jnp.sqrt(vp_noise_variance(t)) / gamma * direction, gamma * direction)
 
 
-def quadratic_loss(
-    A: Float[Array, "d p"], U: Float[Array, "p p"], V: Float[Array, "p d"], t: ArrayLike
-) -> Float[Array, ""]:
+def quadratic_loss(A: Float[Array, "d p"], U: Float[Array, "p p"], V: Float[Array, "p d"], t: ArrayLike) -> Float[Array, ""]:
     """``L(A) = 1 + (Delta_t/d) Tr(A^T A U / p) + (2 sqrt(Delta_t)/d) Tr(A V / sqrt(p))``.
 
     The DSM loss per dimension (docs/theory.md section 7): the training loss with the training set's
@@ -281,9 +275,7 @@ def quadratic_loss(
     return 1.0 + delta * quadratic / d + 2.0 * jnp.sqrt(delta) * linear / d
 
 
-def gradient_flow_weights(
-    U: Float[Array, "p p"], V: Float[Array, "p d"], t: ArrayLike, taus: Float[Array, " k"]
-) -> Float[Array, "k d p"]:
+def gradient_flow_weights(U: Float[Array, "p p"], V: Float[Array, "p d"], t: ArrayLike, taus: Float[Array, " k"]) -> Float[Array, "k d p"]:
     """Exact gradient flow of :func:`quadratic_loss` from ``A = 0`` at times ``taus``.
 
     ``A(tau) / sqrt(p) = -(1/sqrt(Delta_t)) V^T U^-1 [I - exp(-(2 Delta_t / psi_p) U tau)]``
@@ -336,7 +328,7 @@ def time_indexed_weights(
 class TimeIndexedScore(eqx.Module):
     """``s(x, t) = (A(t) / sqrt(p)) g(W x / sqrt(d) + b)`` for ONE OU state ``x`` at time ``t``:
     ``A(t)`` interpolates the node weights linearly in ``log t``
-    (:func:`dynamics.sampling.interpolate_log_sigma`, a generic log-grid interpolation) and is
+    (:func:`diffdyn.dynamics.sampling.interpolate_log_sigma`, a generic log-grid interpolation) and is
     clamped to the end nodes outside ``[t_1, t_K]``. A pytree (``equinox.Module``; the
     activation name is static), so new weights reuse a compiled sampler."""
 
@@ -364,10 +356,10 @@ def generate_samples(
 ) -> Float[Array, "m s d"]:
     """Samples of the time-indexed generator for every training time: ``weights[i]`` are the node
     weights at ``taus[i]`` (:func:`time_indexed_weights`), ``x_start`` OU states at
-    ``t_max = times[-1]`` (e.g. :func:`dynamics.sampling.vp_gaussian_start`). Each sample is
-    :func:`dynamics.sampling.vp_heun_sample` from ``t_max`` to ``t_min = times[0]``
+    ``t_max = times[-1]`` (e.g. :func:`diffdyn.dynamics.sampling.vp_gaussian_start`). Each sample is
+    :func:`diffdyn.dynamics.sampling.vp_heun_sample` from ``t_max`` to ``t_min = times[0]``
     (``num_steps`` Karras levels, then Tweedie at ``t_min``): ``jax.vmap`` over the samples,
-    ``lax.map`` over the taus. Memorization of the result: :func:`dynamics.measures.memorization_fraction`
+    ``lax.map`` over the taus. Memorization of the result: :func:`diffdyn.dynamics.measures.memorization_fraction`
     (nearest / second-nearest training-point distance < 1/3, [BUBM] sec. 2)."""
 
     def at_tau(node_weights):
@@ -411,7 +403,7 @@ def sample_trained_generator(
     trained on ``train`` (docs/theory.md sections 7-8, [BUBM] sec. 2): node weights by the exact gradient flow
     (:func:`time_indexed_weights` with the training statistics ``statistics(t)``), OU states at
     ``t_max = times[-1]`` from a Gaussian with the training set's mean and covariance
-    (:func:`dynamics.sampling.vp_gaussian_start`, key ``start_key``; the same start for every
+    (:func:`diffdyn.dynamics.sampling.vp_gaussian_start`, key ``start_key``; the same start for every
     ``tau``), then :func:`generate_samples`."""
     weights = time_indexed_weights(statistics, times, taus)
     start = vp_gaussian_start(start_key, jnp.mean(train, 0), jnp.cov(train.T), times[-1], num_samples)
@@ -446,7 +438,7 @@ def make_monte_carlo_train(
     activation: str = "tanh",
     optimizer: str = "sgd",
 ):
-    """``train(key, hparams)`` by :func:`dynamics.training.make_train` on :func:`monte_carlo_loss`
+    """``train(key, hparams)`` by :func:`diffdyn.dynamics.training.make_train` on :func:`monte_carlo_loss`
     with ``num_noise`` fresh noise draws per training point at every step (full batch of data).
 
     ``hparams``: ``W`` (``p x d``), ``x0`` (``n x d``), ``t`` and ``learning_rate``; all may be
@@ -454,13 +446,12 @@ def make_monte_carlo_train(
     compilation per ``(d, p, n)``). ``A`` starts at 0. With ``optimizer="sgd"`` the time is
     ``tau = steps * learning_rate / d^2``; Adam is scale-free and its "time" is just the step.
     """
+
     def init(key, hparams):
         return {"A": jnp.zeros(hparams["W"].shape[::-1], hparams["W"].dtype)}
 
     def loss(params, key, hparams):
-        return monte_carlo_loss(
-            params["A"], hparams["W"], hparams["x0"], hparams["t"], key, num_noise, activation
-        )
+        return monte_carlo_loss(params["A"], hparams["W"], hparams["x0"], hparams["t"], key, num_noise, activation)
 
     return make_train(init, loss, num_steps=num_steps, record_steps=record_steps, optimizer=optimizer)
 
@@ -472,6 +463,7 @@ def make_quadratic_train(*, num_steps: int, record_steps, optimizer: str = "sgd"
     With ``"sgd"`` and ``tau = steps * learning_rate / d^2`` it converges to
     :func:`gradient_flow_weights` as the step goes to 0 (tested).
     """
+
     def init(key, hparams):
         V = hparams["V"]
         return {"A": jnp.zeros((V.shape[1], V.shape[0]), V.dtype)}
@@ -543,7 +535,7 @@ CURVES = ("train_loss", "test_loss", "score_error")
 class TrainingStatistics(NamedTuple):
     """What the losses of any second layer ``A`` need: the training set's ``U, V`` (training loss),
     the population statistics (test loss, score error) and the eigenbasis of ``U`` (the
-    closed-form flow, :func:`dynamics.theory.random_features.flow_spectrum`)."""
+    closed-form flow, :func:`diffdyn.dynamics.theory.random_features.flow_spectrum`)."""
 
     U: Float[Array, "k k"]
     V: Float[Array, "k d"]
@@ -569,7 +561,7 @@ def training_statistics(
     (:func:`gaussian_population_statistics`); ``k = p``, cost ``order n p^2`` and a ``p x p``
     eigendecomposition. With the point-specific features ``omega``: docs/theory.md section 7's
     Gaussian-equivalent model restricted to its ``k = d + n`` dimensional invariant subspace
-    (:func:`dynamics.theory.random_features.equivalent_statistics`), whose flow curves are exact
+    (:func:`diffdyn.dynamics.theory.random_features.equivalent_statistics`), whose flow curves are exact
     for that model at any ``p`` for ``O(p k^2)``.
     """
     if omega is None:
@@ -585,20 +577,24 @@ def flow_curves(statistics: TrainingStatistics, t: ArrayLike, taus: Float[Array,
     """:data:`CURVES` of the exact gradient flow from ``A = 0`` (:func:`gradient_flow_weights`) at
     ``taus``, evaluated in the eigenbasis of ``U`` without forming the weights."""
     spectrum, population = statistics.spectrum, statistics.population
-    return jnp.stack([
-        flow_loss_curve(spectrum, statistics.U, statistics.V, t, taus),
-        flow_loss_curve(spectrum, population.U, population.V, t, taus),
-        flow_score_error_curve(spectrum, population.U, population.phi_x, t, taus, data_std),
-    ])
+    return jnp.stack(
+        [
+            flow_loss_curve(spectrum, statistics.U, statistics.V, t, taus),
+            flow_loss_curve(spectrum, population.U, population.V, t, taus),
+            flow_score_error_curve(spectrum, population.U, population.phi_x, t, taus, data_std),
+        ]
+    )
 
 
 def weight_curves(weights: Float[Array, "k d p"], statistics: TrainingStatistics, t: ArrayLike, data_std: ArrayLike = 1.0) -> Float[Array, "3 k"]:
     """:data:`CURVES` of given second layers ``weights[i]`` (e.g. recorded by a trainer):
     :func:`quadratic_loss` with the training and population statistics, :func:`gaussian_score_error`."""
     population = statistics.population
-    curves = lambda A: jnp.stack([
-        quadratic_loss(A, statistics.U, statistics.V, t),
-        quadratic_loss(A, population.U, population.V, t),
-        gaussian_score_error(A, population.U, population.phi_x, t, data_std),
-    ])
+    curves = lambda A: jnp.stack(
+        [
+            quadratic_loss(A, statistics.U, statistics.V, t),
+            quadratic_loss(A, population.U, population.V, t),
+            gaussian_score_error(A, population.U, population.phi_x, t, data_std),
+        ]
+    )
     return jax.vmap(curves)(weights).T

@@ -5,7 +5,7 @@
 init ``N(0, scale^2 / dim)``; the authors' ``scale = 0.1``). Readout ``noise`` (``sigma = +1``) is
 the authors' released code; ``data`` (``sigma = -1``) lets the hidden units write into the
 clean-data estimate ``e^t (x - sqrt(Delta) z_hat)`` instead (a tied autoencoder behind a skip).
-Which spikes draw the units depends on that sign and on ``g`` (:func:`dynamics.theory.cumulants.spike_order`).
+Which spikes draw the units depends on that sign and on ``g`` (:func:`diffdyn.dynamics.theory.cumulants.spike_order`).
 Loss: the mean over the ``d`` coordinates of ``(z_hat - z)^2`` (the authors' ``F.mse_loss``).
 
 :func:`train_online` runs online SGD or Adam on fresh batches (one ``lax.scan``; optionally
@@ -26,8 +26,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from dynamics.theory.cumulants import READOUT_SIGNS
-from dynamics.training import OPTIMIZERS
+from diffdyn.dynamics.theory.cumulants import READOUT_SIGNS
+from diffdyn.dynamics.training import OPTIMIZERS
 
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,

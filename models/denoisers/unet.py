@@ -1,7 +1,7 @@
 """Small convolutional U-Net denoiser network for image-shaped data ([WP] sec. 6; docs/theory.md 6).
 
 The raw network ``F(params, x_in, c_noise)`` of the EDM recipe (wrap it with
-:func:`dynamics.edm.precondition`) for ONE image ``x_in`` of shape ``(height, width, channels)``:
+:func:`diffdyn.dynamics.edm.precondition`) for ONE image ``x_in`` of shape ``(height, width, channels)``:
 
 * a 3x3 convolution to ``base_channels``;
 * ``levels`` resolution levels: a residual block ``h <- h + conv3x3(SiLU(GN(h) (1 + scale) + shift))``
@@ -11,7 +11,7 @@ The raw network ``F(params, x_in, c_noise)`` of the EDM recipe (wrap it with
 * back up: nearest-neighbour 2x upsampling, a 1x1 convolution halving the channels, the skip
   added, a residual block;
 * normalisation, SiLU and a 3x3 convolution back to ``channels``, initialised at ZERO (the
-  untrained denoiser is ``c_skip(sigma) x``, as for :class:`models.denoisers.mlp.MLPUNet`).
+  untrained denoiser is ``c_skip(sigma) x``, as for :class:`diffdyn.models.denoisers.mlp.MLPUNet`).
 
 Height and width must be divisible by ``2**levels``. Convolutions are
 ``jax.lax.conv_general_dilated`` with SAME padding (NHWC / HWIO); weight sharing over pixels makes
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from models.denoisers.layers import dense, dense_init, fourier_embedding, fourier_init, modulate, normalize
+from diffdyn.models.denoisers.layers import dense, dense_init, fourier_embedding, fourier_init, modulate, normalize
 
 
 def conv_init(key: PRNGKeyArray, size: int, c_in: int, c_out: int, dtype=None, *, zero: bool = False) -> dict[str, Array]:
@@ -38,9 +38,7 @@ def conv_init(key: PRNGKeyArray, size: int, c_in: int, c_out: int, dtype=None, *
 
 def conv(params: dict[str, Array], x: Float[Array, "h w c_in"]) -> Float[Array, "h w c_out"]:
     """SAME-padded stride-1 convolution of ONE image."""
-    out = jax.lax.conv_general_dilated(
-        x[None], params["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )[0]
+    out = jax.lax.conv_general_dilated(x[None], params["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
     return out + params["b"][None, None, :]
 
 
@@ -68,9 +66,7 @@ class UNet:
     def __post_init__(self):
         factor = 2**self.levels
         if self.height % factor or self.width % factor:
-            raise ValueError(
-                f"levels: image {self.height}x{self.width} must be divisible by 2**levels = {factor}"
-            )
+            raise ValueError(f"levels: image {self.height}x{self.width} must be divisible by 2**levels = {factor}")
 
     def init(self, key: PRNGKeyArray, dtype=None) -> dict:
         keys = iter(jax.random.split(key, 8 + 6 * self.levels))
@@ -87,20 +83,16 @@ class UNet:
             "embed": dense_init(next(keys), self.embedding, self.embedding, dtype),
             "input": conv_init(next(keys), 3, self.channels, widths[0], dtype),
             "down": [
-                {"block": block(widths[l]), "widen": conv_init(next(keys), 1, widths[l], widths[l + 1], dtype)}
-                for l in range(self.levels)
+                {"block": block(widths[level]), "widen": conv_init(next(keys), 1, widths[level], widths[level + 1], dtype)} for level in range(self.levels)
             ],
             "middle": block(widths[-1]),
             "up": [
-                {"narrow": conv_init(next(keys), 1, widths[l + 1], widths[l], dtype), "block": block(widths[l])}
-                for l in range(self.levels)
+                {"narrow": conv_init(next(keys), 1, widths[level + 1], widths[level], dtype), "block": block(widths[level])} for level in range(self.levels)
             ],
             "output": conv_init(next(keys), 3, widths[0], self.channels, dtype, zero=True),
         }
 
-    def network(
-        self, params: dict, x: Float[Array, "h w c"], c_noise: Float[Array, ""]
-    ) -> Float[Array, "h w c"]:
+    def network(self, params: dict, x: Float[Array, "h w c"], c_noise: Float[Array, ""]) -> Float[Array, "h w c"]:
         """Raw network ``F(x_in, c_noise)`` for ONE image (see the module docstring)."""
         embedding = jax.nn.silu(dense(params["embed"], fourier_embedding(params["fourier"], c_noise)))
 

@@ -1,7 +1,7 @@
 """Data distributions: Gaussian data with chosen spectra (``models.distributions.gaussian``) and
 Gaussian mixtures with classes, imbalance and exact noised scores (``models.distributions.mixtures``)."""
 
-from models.distributions.gaussian import (
+from diffdyn.models.distributions.gaussian import (
     GaussianData,
     empirical_data,
     gaussian_data,

@@ -5,7 +5,7 @@ models", Nat. Commun. 15:9957 (2024), arXiv 2402.18491.
 
 OU time ``t`` (docs/theory.md section 1), ``x_t = e^-t x0 + sqrt(Delta_t) xi``; the backward SDE
 ``dx = [x + 2 grad log P_t(x)] ds + sqrt(2) dW`` runs in the reversed time ``s = -t`` with the
-exact score of the noised mixture (:func:`models.distributions.mixtures.time_score`: numpyro
+exact score of the noised mixture (:func:`diffdyn.models.distributions.mixtures.time_score`: numpyro
 ``log_prob`` + ``jax.grad``). Two measurements, both pure and traceable (every mixture field may
 be a tracer; vmap outside):
 
@@ -14,10 +14,10 @@ be a tracer; vmap outside):
   trajectory would pass there), two clones run the backward SDE on from ``x_t`` with independent
   noise (Euler-Maruyama) down to ``t_end``, and each clone's class probabilities
   ``P(c' | x_{t_end})`` are read off. Their closed form for two isotropic classes is
-  :func:`dynamics.theory.speciation.commitment_theory`.
+  :func:`diffdyn.dynamics.theory.speciation.commitment_theory`.
 * :func:`basin_appearance_time`: the latest ``t`` at which the backward drift has a stable zero
   for each of two classes on their centroid line (bisection in ``t``, zeros counted on a grid of
-  the line); closed form :func:`dynamics.theory.speciation.minority_basin_time`.
+  the line); closed form :func:`diffdyn.dynamics.theory.speciation.minority_basin_time`.
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from dynamics.schedules import vp_noise_variance, vp_signal_scale
-from models.distributions import mixtures
-from models.distributions.mixtures import GaussianMixture
+from diffdyn.dynamics.schedules import vp_noise_variance, vp_signal_scale
+from diffdyn.models.distributions import mixtures
+from diffdyn.models.distributions.mixtures import GaussianMixture
 
 
-def backward_sde(
-    mixture: GaussianMixture, x_t: Float[Array, " d"], t: ArrayLike, t_end: ArrayLike, key: PRNGKeyArray, num_steps: int
-) -> Float[Array, " d"]:
+def backward_sde(mixture: GaussianMixture, x_t: Float[Array, " d"], t: ArrayLike, t_end: ArrayLike, key: PRNGKeyArray, num_steps: int) -> Float[Array, " d"]:
     """ONE path of the exact-score backward SDE ``dx = [x + 2 grad log P_s(x)] ds + sqrt(2) dW``
     from time ``t`` down to ``t_end`` by Euler-Maruyama with ``num_steps`` equal steps."""
     step = (jnp.asarray(t) - t_end) / num_steps
@@ -118,9 +116,7 @@ def stable_zeros_on_line(mixture: GaussianMixture, t: ArrayLike, num_grid: int =
     return jnp.sum((values[:-1] > 0) & (values[1:] <= 0))
 
 
-def basin_appearance_time(
-    mixture: GaussianMixture, t_low: ArrayLike, t_high: ArrayLike, *, iterations: int = 40, num_grid: int = 4001
-) -> Float[Array, ""]:
+def basin_appearance_time(mixture: GaussianMixture, t_low: ArrayLike, t_high: ArrayLike, *, iterations: int = 40, num_grid: int = 4001) -> Float[Array, ""]:
     """Latest OU time in ``[t_low, t_high]`` at which the backward drift has two stable zeros on the
     centroid line (both classes have a basin), by ``iterations`` bisection steps (a
     ``fori_loop``: traceable, vmappable); assumes one basin at ``t_high`` and two at ``t_low``.

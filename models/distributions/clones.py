@@ -18,7 +18,7 @@ samples ``(n, d)``:
 The Bayes-optimal denoiser of ``N(mu, Sigma)`` is the Wiener filter
 ``D(x) = mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu)`` with loss
 ``sigma^2 Tr[Sigma (Sigma + sigma^2 I)^-1]`` (docs/theory.md section 2): :func:`optimal_loss`
-gives it PER ELEMENT (divided by ``d``), the loss scale of :mod:`dynamics.denoising`. No
+gives it PER ELEMENT (divided by ``d``), the loss scale of :mod:`diffdyn.dynamics.denoising`. No
 denoiser does better on clone samples.
 """
 
@@ -27,10 +27,10 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Float
 
-from dynamics.theory import linear
-from dynamics.validation import ConfigError
-from models.distributions.datasets import covariance_eigenbasis
-from models.distributions.gaussian import GaussianData
+from diffdyn.dynamics.theory import linear
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.distributions.datasets import covariance_eigenbasis
+from diffdyn.models.distributions.gaussian import GaussianData
 
 
 def split(samples: Float[np.ndarray, "n ..."], held_out: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +67,6 @@ def draw(rng: np.random.Generator, clone: GaussianData, num: int) -> Float[np.nd
 
 def optimal_loss(clone: GaussianData, sigmas: Float[np.ndarray, " s"]):
     """Per-element loss of the Bayes-optimal (Wiener) denoiser of the clone at each noise level,
-    ``(1/d) sum_k sigma^2 lam_k / (lam_k + sigma^2)`` (:func:`dynamics.theory.linear.optimal_loss`
+    ``(1/d) sum_k sigma^2 lam_k / (lam_k + sigma^2)`` (:func:`diffdyn.dynamics.theory.linear.optimal_loss`
     per mode); traceable in ``sigmas``."""
     return linear.optimal_loss(clone.eigenvalues[None, :], sigmas[:, None]).mean(axis=-1)

@@ -2,7 +2,7 @@
 
 Our implementation of the model in the authors' released code (Bardone, Merger & Goldt, arXiv
 2603.12901), plus the classic whitened MCM; the law, its moments and the theory are in
-:mod:`dynamics.theory.cumulants` (docs/theory.md section 9). One sample per function (vmap
+:mod:`diffdyn.dynamics.theory.cumulants` (docs/theory.md section 9). One sample per function (vmap
 outside); the spike directions are the rows ``(m, u, v)`` of an orthonormal ``frame``:
 
     x0 = mu m + sqrt(beta_u) lambda u + alpha nu v + G,   G ~ N(0, I - gamma_u u u^T - alpha^2 v v^T)
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from dynamics.theory.cumulants import MixedCumulantModel, coupled_latent, latent_atoms, mean_clone_variance, spike_covariance
+from diffdyn.dynamics.theory.cumulants import MixedCumulantModel, coupled_latent, latent_atoms, mean_clone_variance, spike_covariance
 
 
 def spike_frame(key: PRNGKeyArray, dim: int, random: bool = True) -> Float[Array, "3 d"]:

@@ -5,7 +5,7 @@
   Gaussian data); shape ``(num, dim)``;
 * ``digits``, ``faces``, ``patches`` (bundled with scikit-learn / scikit-image), ``mnist``,
   ``fashion-mnist``, ``cifar10`` (read from ``data_path``): images ``(n, height, width,
-  channels)`` in [-1, 1] (:mod:`models.distributions.images`); ``patches`` draws ``num`` of them,
+  channels)`` in [-1, 1] (:mod:`diffdyn.models.distributions.images`); ``patches`` draws ``num`` of them,
   the others keep a fixed random subset of ``num`` (0: all).
 
 :func:`training_set` adds the covariance eigenbasis and the shape a network takes (flat, or
@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from models.distributions import images
-from models.distributions.gaussian import (
+from diffdyn.models.distributions import images
+from diffdyn.models.distributions.gaussian import (
     GaussianData,
     log_normal_spectrum,
     random_rotation,
@@ -37,7 +37,9 @@ DATASETS = ("gaussian", "digits", "faces", "patches", "mnist", "fashion-mnist", 
 PATH_DATASETS = ("mnist", "fashion-mnist", "cifar10")  # read from a local directory
 
 
-def load(name: str, key: PRNGKeyArray, num: int, *, dim: int = 32, log_std: float = 1.0, data_path: str = "", face_size: int = 16, patch_size: int = 8) -> np.ndarray:
+def load(
+    name: str, key: PRNGKeyArray, num: int, *, dim: int = 32, log_std: float = 1.0, data_path: str = "", face_size: int = 16, patch_size: int = 8
+) -> np.ndarray:
     """The training set ``name`` (see the module docstring) drawn with ``key``, as a numpy array.
     Eager (host) code: inside a function being traced, call it under
     ``jax.ensure_compile_time_eval()``."""

@@ -7,7 +7,7 @@ Linear denoisers see the data only through ``(mu, Sigma)`` (Gaussian equivalence
 :func:`empirical_data` gives the statistics of a finite training set instead.
 
 Input checks (:func:`validate_spectrum`, :func:`validate_covariance`) run on the host before any
-tracing and raise :class:`dynamics.validation.ConfigError` naming the field.
+tracing and raise :class:`diffdyn.dynamics.validation.ConfigError` naming the field.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from dynamics.validation import ConfigError, require_psd, require_range
+from diffdyn.dynamics.validation import ConfigError, require_psd, require_range
 
 
 class GaussianData(NamedTuple):
@@ -46,7 +46,7 @@ def validate_covariance(cov: ArrayLike, field: str = "covariance") -> np.ndarray
 
 def load_covariance(path: str, field: str = "covariance") -> np.ndarray:
     """A positive-definite covariance from a ``.npy`` file, checked on the host: a
-    :class:`~dynamics.validation.ConfigError` naming ``field`` if it cannot be read, is not
+    :class:`~diffdyn.dynamics.validation.ConfigError` naming ``field`` if it cannot be read, is not
     symmetric positive semi-definite, or has a zero eigenvalue."""
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -89,18 +89,14 @@ def random_rotation(key: PRNGKeyArray, dim: int) -> Float[Array, "d d"]:
     return q * jnp.sign(jnp.diagonal(r))[None, :]
 
 
-def gaussian_data(
-    eigenvalues: ArrayLike, basis: ArrayLike | None = None, mean: ArrayLike | None = None
-) -> GaussianData:
+def gaussian_data(eigenvalues: ArrayLike, basis: ArrayLike | None = None, mean: ArrayLike | None = None) -> GaussianData:
     """Validated :class:`GaussianData`; ``basis`` defaults to the identity, ``mean`` to zero."""
     values = jnp.asarray(validate_spectrum(eigenvalues))
     dim = values.shape[0]
     basis = jnp.eye(dim) if basis is None else jnp.asarray(basis)
     mean = jnp.zeros(dim) if mean is None else jnp.asarray(mean, dtype=values.dtype)
     if basis.shape != (dim, dim) or mean.shape != (dim,):
-        raise ConfigError(
-            f"basis/mean: shapes must be ({dim}, {dim}) and ({dim},); got {basis.shape} and {mean.shape}"
-        )
+        raise ConfigError(f"basis/mean: shapes must be ({dim}, {dim}) and ({dim},); got {basis.shape} and {mean.shape}")
     return GaussianData(mean, values, basis)
 
 

@@ -11,7 +11,7 @@ Every loader returns a float ``numpy`` array of shape ``(n, height, width, chann
 From a local path (no download): :func:`mnist` / :func:`fashion_mnist` read the IDX files
 ``{train,t10k}-images-idx3-ubyte`` (optionally ``.gz``), :func:`cifar10` the python pickle batches
 ``data_batch_1..5`` / ``test_batch`` (in the directory or its ``cifar-10-batches-py``). A missing
-path or file raises :class:`dynamics.validation.ConfigError` naming ``data_path``.
+path or file raises :class:`diffdyn.dynamics.validation.ConfigError` naming ``data_path``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from dynamics.validation import ConfigError, require_choice
+from diffdyn.dynamics.validation import ConfigError, require_choice
 
 PHOTOGRAPHS = ("camera", "astronaut", "coins", "moon", "text", "brick", "grass", "gravel", "clock", "coffee", "chelsea")
 """scikit-image sample photographs used by :func:`patches` (colour ones converted to grey)."""

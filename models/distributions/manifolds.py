@@ -15,7 +15,7 @@ or von Mises-Fisher with mean direction ``e_1`` of that factor (a non-uniform de
 Exact pieces, for ONE point ``x`` (vmap outside): the projection :func:`project` onto M, the
 tangent projector :func:`tangent_projector` at it, the canonical coordinates :func:`coordinates`
 of the projection, and the optimal denoiser :func:`optimal_denoiser` ``E[x0 | x0 + sigma z = x]``
-(:mod:`dynamics.theory.manifolds`), with its score ``(D* - x) / sigma^2``. The projection and
+(:mod:`diffdyn.dynamics.theory.manifolds`), with its score ``(D* - x) / sigma^2``. The projection and
 tangent projector are undefined at the sphere's centre (a set of measure zero). Last, measures of a
 denoiser against these exact quantities (:func:`denoiser_geometry`, :func:`denoiser_errors`,
 :func:`normal_bundle_estimate`).
@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from dynamics import geometry
-from dynamics.theory.manifolds import mean_resultant_length, subspace_shrinkage
-from dynamics.validation import ConfigError, require_choice
-from models.distributions.gaussian import random_rotation
+from diffdyn.dynamics import geometry
+from diffdyn.dynamics.theory.manifolds import mean_resultant_length, subspace_shrinkage
+from diffdyn.dynamics.validation import ConfigError, require_choice
+from diffdyn.models.distributions.gaussian import random_rotation
 
 MANIFOLDS = ("subspace", "sphere", "torus")
 PROPOSALS = 24  # Wood's rejection sampler: proposals per vMF draw
@@ -174,9 +174,11 @@ def score(manifold: Manifold, x: Float[Array, " D"], sigma: Float[ArrayLike, ""]
 # ----------------------------------------------------------------------------- a denoiser against M
 
 
-def denoiser_geometry(manifold: Manifold, points: Float[Array, "n D"], tangents: Float[Array, "n D D"], denoise, sigma: Float[ArrayLike, ""]) -> dict[str, Array]:
+def denoiser_geometry(
+    manifold: Manifold, points: Float[Array, "n D"], tangents: Float[Array, "n D D"], denoise, sigma: Float[ArrayLike, ""]
+) -> dict[str, Array]:
     """Mean over on-manifold ``points`` (with their tangent projectors) of the Jacobian measures of
-    ``denoise`` (:func:`dynamics.geometry.jacobian_summary`: ``trace``, ``angle``, ``spectrum``;
+    ``denoise`` (:func:`diffdyn.dynamics.geometry.jacobian_summary`: ``trace``, ``angle``, ``spectrum``;
     ``leakage`` per normal direction, ``/ sqrt(D - k)``, 1 for the identity) and of the FLIPD
     estimate of its score at ``sigma`` (``flipd``)."""
     k = manifold.intrinsic_dim
@@ -202,7 +204,7 @@ def denoiser_errors(manifold: Manifold, noisy: Float[Array, "n D"], denoise, sig
 
 
 def normal_bundle_estimate(score, points: Float[Array, "n D"], sigma: Float[ArrayLike, ""], key: PRNGKeyArray) -> Float[Array, ""]:
-    """Mean over ``points`` of :func:`dynamics.geometry.normal_bundle_dimension` from ``score`` at
+    """Mean over ``points`` of :func:`diffdyn.dynamics.geometry.normal_bundle_dimension` from ``score`` at
     ``2 D`` copies of each point noised at ``sigma``."""
     count, dim = points.shape
     copies = points[:, None, :] + sigma * jax.random.normal(key, (count, 2 * dim, dim), points.dtype)

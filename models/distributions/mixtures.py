@@ -15,7 +15,7 @@ Noise processes (docs/theory.md 1): a Gaussian mixture stays a Gaussian mixture 
 Densities are numpyro ``MixtureSameFamily(Categorical, MultivariateNormal)``; the exact score is
 ``jax.grad`` of its ``log_prob`` and the exact (posterior-mean) denoiser is Tweedie's
 ``D(x, sigma) = x + sigma^2 grad log p_sigma(x)``, which :func:`sample_pf_ode` integrates with
-:func:`dynamics.sampling.pf_ode_sample`. Every function acts on ONE point; vmap outside.
+:func:`diffdyn.dynamics.sampling.pf_ode_sample`. Every function acts on ONE point; vmap outside.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from dynamics.sampling import pf_ode_sample
-from dynamics.status import Solved
-from dynamics.schedules import SIGMA_MAX, SIGMA_MIN, vp_noise_variance, vp_signal_scale
-from dynamics.validation import (
+from diffdyn.dynamics.sampling import pf_ode_sample
+from diffdyn.dynamics.schedules import SIGMA_MAX, SIGMA_MIN, vp_noise_variance, vp_signal_scale
+from diffdyn.dynamics.status import Solved
+from diffdyn.dynamics.validation import (
     ConfigError,
     require_positive_int,
     require_psd,
@@ -104,9 +104,7 @@ def validate_mixture(weights, means, covariances, counts=None) -> None:
         raise ConfigError(f"means: must have shape (num_classes={weights.size}, d); got {means.shape}")
     covariances = np.asarray(covariances, dtype=float)
     if covariances.shape != (weights.size, means.shape[1], means.shape[1]):
-        raise ConfigError(
-            f"covariances: must have shape {(weights.size, means.shape[1], means.shape[1])}; got {covariances.shape}"
-        )
+        raise ConfigError(f"covariances: must have shape {(weights.size, means.shape[1], means.shape[1])}; got {covariances.shape}")
     for index, cov in enumerate(covariances):
         require_psd(f"covariances[{index}]", cov)
     if counts is not None:
@@ -229,7 +227,7 @@ def sample_pf_ode(
     atol: float = 1e-6,
 ) -> Solved:
     """``num`` samples by the probability-flow ODE with the exact denoiser (diffrax, log sigma;
-    :func:`dynamics.sampling.pf_ode_sample`), started from the exact noised law at ``sigma_max``
+    :func:`diffdyn.dynamics.sampling.pf_ode_sample`), started from the exact noised law at ``sigma_max``
     (the mixture with covariances ``C_c + sigma_max^2 I``), so the only error is the solver's.
     Returns ``Solved(x(sigma_min)[n, d], status[n])``: the data law smoothed by ``sigma_min``."""
     x_T, _ = sample(key, noised_at_sigma(mixture, sigma_max), num)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics import measures
+from diffdyn.dynamics import measures
 
 
 def test_generalization_time_ignores_the_later_rise():

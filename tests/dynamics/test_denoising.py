@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import denoising
+from diffdyn.dynamics import denoising
 
 RNG = np.random.default_rng(0)
 CLEAN = RNG.normal(size=(2, 50, 3, 4))  # (set, sample, *shape)

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import geometry
-from dynamics.theory import manifolds as theory
-from models.distributions import manifolds as data
+from diffdyn.dynamics import geometry
+from diffdyn.dynamics.theory import manifolds as theory
+from diffdyn.models.distributions import manifolds as data
 
 
 def plane_rotation(dim, angle):

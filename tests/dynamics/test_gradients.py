@@ -4,22 +4,21 @@ Every derivative is checked against central finite differences; the simulated on
 the closed forms of docs/theory.md section 2 where both exist.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from dynamics import objectives
-from dynamics.measures import emergence_time, soft_emergence_time
-from dynamics.sampling import generated_covariance, grid_denoiser, interpolate_log_sigma, pf_ode_sample
-from dynamics.schedules import SIGMA_MAX, SIGMA_MIN
-from dynamics.theory import linear
-from dynamics.training import make_train, quadratic_gradient_descent, quadratic_gradient_flow
-from dynamics.validation import ConfigError
-from models.denoisers import Linear
-from models.distributions.gaussian import random_rotation
+from diffdyn.dynamics import objectives
+from diffdyn.dynamics.measures import emergence_time, soft_emergence_time
+from diffdyn.dynamics.sampling import generated_covariance, grid_denoiser, interpolate_log_sigma, pf_ode_sample
+from diffdyn.dynamics.schedules import SIGMA_MAX, SIGMA_MIN
+from diffdyn.dynamics.theory import linear
+from diffdyn.dynamics.training import make_train, quadratic_gradient_descent, quadratic_gradient_flow
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.denoisers import Linear
+from diffdyn.models.distributions.gaussian import random_rotation
 
 
 def central_differences(fn, x, relative_step):
@@ -61,9 +60,7 @@ def test_soft_emergence_time_tends_to_the_hard_crossing(criterion):
         curves.append((np.asarray(linear.generated_variance(lam, q, TAUS)), lam, None))
     for variance, target, start in curves:
         hard, rising = emergence_time(TAUS, variance, target, criterion=criterion, initial=start)
-        soft, soft_rising = soft_emergence_time(
-            TAUS, variance, target, criterion=criterion, temperature=0.01, initial=start
-        )
+        soft, soft_rising = soft_emergence_time(TAUS, variance, target, criterion=criterion, temperature=0.01, initial=start)
         assert np.isfinite(hard) and bool(rising) == bool(soft_rising)
         assert_allclose(soft, hard, rtol=1e-2)
     # Past the threshold from the first record: taus[0]; never crossing: taus[-1] (not NaN).
@@ -84,10 +81,7 @@ def test_soft_emergence_time_gradient_matches_finite_differences_and_vmaps():
     def emergence(log_lam, q):  # (geometric, harmonic) tau* of one mode
         lam = jnp.exp(log_lam)
         variance = linear.generated_variance(lam, q, taus)
-        return jnp.stack([
-            soft_emergence_time(taus, variance, lam, criterion=criterion, temperature=0.1)[0]
-            for criterion in ("geometric", "harmonic")
-        ])
+        return jnp.stack([soft_emergence_time(taus, variance, lam, criterion=criterion, temperature=0.1)[0] for criterion in ("geometric", "harmonic")])
 
     log_lams, q = np.log(np.array([0.01, 0.3, 10.0])), np.float64(0.1)
     batched = jax.jit(jax.vmap(emergence, in_axes=(0, None)))
@@ -126,6 +120,7 @@ def test_soft_emergence_time_validation_matches_emergence_time():
 
 # --- rematerialised training loop ------------------------------------------------------------
 
+
 def test_remat_gives_identical_gradients():
     """jax.grad of the final loss (and of a recorded weight) w.r.t. the learning rate and the
     spectrum, 200 steps of sgd and of adam: identical with and without remat."""
@@ -140,19 +135,19 @@ def test_remat_gives_identical_gradients():
 
     def objective(lr, lam, optimizer, remat):
         train = make_train(
-            lambda key, hparams: model.init(key, 0.1), loss, num_steps=200,
-            record_steps=(0, 50, 200), optimizer=optimizer, remat=remat,
+            lambda key, hparams: model.init(key, 0.1),
+            loss,
+            num_steps=200,
+            record_steps=(0, 50, 200),
+            optimizer=optimizer,
+            remat=remat,
         )
         trajectory = train(jax.random.key(0), {"learning_rate": lr, "lam": lam})
         return trajectory.loss[-1] + jnp.sum(trajectory.params["W"][1])
 
     @jax.jit  # one compilation for the four variants
     def all_gradients(lr, lam):
-        return {
-            (optimizer, remat): jax.grad(objective, argnums=(0, 1))(lr, lam, optimizer, remat)
-            for optimizer in ("sgd", "adam")
-            for remat in (False, True)
-        }
+        return {(optimizer, remat): jax.grad(objective, argnums=(0, 1))(lr, lam, optimizer, remat) for optimizer in ("sgd", "adam") for remat in (False, True)}
 
     grads = all_gradients(0.01, jnp.array([0.05, 0.3, 1.0, 3.0]))
     for optimizer in ("sgd", "adam"):
@@ -172,8 +167,11 @@ def test_remat_differentiates_ten_thousand_steps():
     lam = jnp.geomspace(0.01, 10.0, dim)
     loss = population(model, jnp.eye(dim), lam, sigma)
     train = make_train(
-        lambda key, hparams: model.init(key, q), lambda params, key, hparams: loss(params),
-        num_steps=num_steps, record_steps=(num_steps,), remat=True,
+        lambda key, hparams: model.init(key, q),
+        lambda params, key, hparams: loss(params),
+        num_steps=num_steps,
+        record_steps=(num_steps,),
+        remat=True,
     )
 
     def final_loss(lr):
@@ -194,6 +192,7 @@ def test_remat_differentiates_ten_thousand_steps():
 
 
 # --- exact quadratic flow: derivatives through a degenerate Hessian ---------------------------
+
 
 def test_quadratic_flow_and_descent_derivatives_match_closed_forms():
     """A full d x d weight has every Hessian eigenvalue d times (autodiff through eigh alone gives
@@ -236,6 +235,7 @@ def test_quadratic_flow_and_descent_derivatives_match_closed_forms():
 
 
 # --- gradients through training and the probability-flow ODE -------------------------------
+
 
 def test_gradient_through_training_and_pf_ode_matches_finite_differences():
     """d/d(lam, learning rate) of sum_k ln lam~_k: 1000 optax-sgd steps of per-sigma Linear

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from dynamics.measures import (
+from diffdyn.dynamics.measures import (
     emergence_time,
     fit_power_law,
     gaussian_kl,
@@ -51,9 +51,7 @@ TAUS = np.geomspace(1e-3, 1e2, 2000)
 @pytest.mark.parametrize("criterion", ["geometric", "harmonic"])
 @pytest.mark.parametrize("target, start", [(10.0, 0.1), (0.01, 1.0)])
 def test_emergence_time_matches_analytic_crossing(criterion, target, start):
-    threshold = (
-        np.sqrt(start * target) if criterion == "geometric" else 2 / (1 / start + 1 / target)
-    )
+    threshold = np.sqrt(start * target) if criterion == "geometric" else 2 / (1 / start + 1 / target)
     variance = relaxation(TAUS, target, start)
     # start is the exact value at tau = 0, before the first record (tau = 1e-3).
     tau_star, rising = emergence_time(TAUS, variance, target, criterion=criterion, initial=start)
@@ -117,9 +115,7 @@ def test_fit_power_law_recovers_planted_exponents():
     assert (pooled["n_modes"], pooled["n_gray"], pooled["n_nan"]) == (17, 2, 1)
     used = ~gray & np.isfinite(tau_star)
     slope, intercept = np.polyfit(np.log(lam[used]), np.log(tau_star[used]), 1)
-    np.testing.assert_allclose(
-        [pooled["alpha"], pooled["intercept"]], [-slope, intercept], rtol=1e-10
-    )
+    np.testing.assert_allclose([pooled["alpha"], pooled["intercept"]], [-slope, intercept], rtol=1e-10)
     assert 0 < pooled["r2"] < 1
 
 

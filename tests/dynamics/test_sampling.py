@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
-from dynamics.sampling import (
+from diffdyn.dynamics.sampling import (
     affine_moment_flow,
     generated_covariance,
     grid_denoiser,
@@ -19,7 +19,7 @@ from dynamics.sampling import (
     pf_ode_sample,
     pf_ode_trajectory,
 )
-from dynamics.schedules import SIGMA_MAX, SIGMA_MIN, karras_sigmas
+from diffdyn.dynamics.schedules import SIGMA_MAX, SIGMA_MIN, karras_sigmas
 
 EIGENVALUES = np.array([0.01, 0.1, 1.0, 10.0, 100.0])
 DIM = EIGENVALUES.shape[0]
@@ -96,9 +96,7 @@ def test_pf_ode_trajectory_matches_exact_per_sigma(rotation):
     sigmas = np.array([SIGMA_MAX, 10.0, 1.0, 0.1, SIGMA_MIN])
     path, status = pf_ode_trajectory(denoise, x_T, sigmas, **TIGHT)
     assert status == 0
-    gain = np.sqrt(
-        (EIGENVALUES[None, :] + sigmas[:, None] ** 2) / (EIGENVALUES[None, :] + SIGMA_MAX**2)
-    )
+    gain = np.sqrt((EIGENVALUES[None, :] + sigmas[:, None] ** 2) / (EIGENVALUES[None, :] + SIGMA_MAX**2))
     assert path.shape == (5, DIM)
     np.testing.assert_allclose(path @ rotation, (x_T @ rotation)[None, :] * gain, rtol=1e-5, atol=0)
 
@@ -122,9 +120,7 @@ def test_pf_ode_sample_is_differentiable():
 def test_affine_moment_flow_optimal_denoiser(rotation):
     mu = np.array([1.0, -2.0, 0.5, 3.0, -1.0])
     affine = affine_denoiser(rotation, 0.1, np.inf, mu)
-    (mean, cov), status = affine_moment_flow(
-        affine, np.zeros(DIM), SIGMA_MAX**2 * np.eye(DIM), **MOMENT_TOL
-    )
+    (mean, cov), status = affine_moment_flow(affine, np.zeros(DIM), SIGMA_MAX**2 * np.eye(DIM), **MOMENT_TOL)
     assert status == 0
     gain = exact_map(rotation)
     expected_cov = SIGMA_MAX**2 * gain @ gain.T
@@ -141,9 +137,7 @@ def test_affine_moment_flow_optimal_denoiser(rotation):
 def test_generated_covariance_matches_sampled_covariance(rotation):
     # A non-optimal weight: [WP] gradient flow stopped at tau = 0.5 from Q = 0.1.
     tau = 0.5
-    cov = generated_covariance(
-        affine_denoiser(rotation, 0.1, tau, np.zeros(DIM)), DIM, **MOMENT_TOL
-    ).value
+    cov = generated_covariance(affine_denoiser(rotation, 0.1, tau, np.zeros(DIM)), DIM, **MOMENT_TOL).value
     x_T = noise_at_sigma_max(4)
     samples = sample_batch(linear_denoiser(rotation, 0.1, tau), x_T)
     predicted = np.diagonal(rotation.T @ cov @ rotation)
@@ -167,14 +161,12 @@ def two_point_denoiser(x, sigma):
 
 def test_heun_second_order_convergence():
     x_T = SIGMA_MAX * np.array([[0.3], [-1.1], [0.7], [2.0], [-0.05]])
-    reference = jax.jit(
-        jax.vmap(lambda x: pf_ode_sample(two_point_denoiser, x, rtol=1e-11, atol=1e-12).value)
-    )(x_T)
+    reference = jax.jit(jax.vmap(lambda x: pf_ode_sample(two_point_denoiser, x, rtol=1e-11, atol=1e-12).value))(x_T)
     steps = [16, 32, 64, 128]
     errors = []
     for num in steps:
         sigmas = karras_sigmas(num, append_zero=False)
-        heun = jax.vmap(lambda x: heun_sample(two_point_denoiser, x, sigmas))(x_T)
+        heun = jax.vmap(lambda x, sigmas=sigmas: heun_sample(two_point_denoiser, x, sigmas))(x_T)
         errors.append(float(np.max(np.abs(heun - reference))))
     order = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
     ratios = np.array(errors[:-1]) / np.array(errors[1:])
@@ -213,9 +205,7 @@ def test_interpolate_log_sigma_nodes_midpoints_clamping():
     sigmas = np.concatenate([SIGMA_GRID, np.array([0.1 * 10.0**0.3, 1e-5, 500.0])])
     got = jax.jit(jax.vmap(lambda s: interpolate_log_sigma(PARAMS_GRID, SIGMA_GRID, s)))(sigmas)
     for key, leaf in PARAMS_GRID.items():
-        expected = np.concatenate(
-            [leaf, (0.7 * leaf[1] + 0.3 * leaf[2])[None], leaf[:1], leaf[-1:]], axis=0
-        )
+        expected = np.concatenate([leaf, (0.7 * leaf[1] + 0.3 * leaf[2])[None], leaf[:1], leaf[-1:]], axis=0)
         np.testing.assert_allclose(got[key], expected, rtol=1e-12, atol=1e-13)
     with pytest.raises(ValueError, match="sigma_grid"):
         interpolate_log_sigma({"w": np.ones((1, 2))}, np.array([1.0]), 1.0)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics import schedules
+from diffdyn.dynamics import schedules
 
 
 def test_vp_and_sigma_time_are_the_same_process():

@@ -7,17 +7,17 @@ The same guarantees on the real studies (8 devices == 1, kill -9 + resume, two p
 from __future__ import annotations
 
 import dataclasses
+
 import jax
 import numpy as np
 import pytest
+import toy_study
 import xarray as xr
 
-from dynamics import config as configs
-from dynamics import status, sweep
-from dynamics.sweep import execute
-from dynamics.validation import ConfigError
-
-import toy_study
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics import status, sweep
+from diffdyn.dynamics.sweep import execute
+from diffdyn.dynamics.validation import ConfigError
 
 CONFIG = dataclasses.replace(toy_study.Config(), learning_rate=(0.05, 0.2))
 EXTRA = {"scale": [0.0, 1.0, 2.0]}
@@ -186,4 +186,3 @@ def test_output_directory_refuses_a_second_sweep_without_resume_or_overwrite(tmp
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="holds no sweep"):
         run_sweep(out=tmp_path / "other", overwrite=True)
-

@@ -5,18 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import objectives
-from dynamics.theory import deep_linear, linear
-from dynamics.training import (
+from diffdyn.dynamics import objectives
+from diffdyn.dynamics.theory import deep_linear, linear
+from diffdyn.dynamics.training import (
     gradient_flow,
     log_spaced_steps,
     make_train,
     quadratic_gradient_descent,
     quadratic_gradient_flow,
 )
-from dynamics.validation import ConfigError
-from models.denoisers import Linear, SymmetricTwoLayer
-from models.distributions.gaussian import random_rotation
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.denoisers import Linear, SymmetricTwoLayer
+from diffdyn.models.distributions.gaussian import random_rotation
 
 DIM = 5
 LAM = jnp.array([0.05, 0.2, 1.0, 3.0, 8.0])
@@ -64,12 +64,16 @@ def test_make_train_gd_matches_discrete_closed_form_over_a_vmapped_grid():
     trajectory = train(seeds[grid[:, 0]], hparams)
     assert trajectory.params["W"].shape == (16, len(records), DIM, DIM)
     steps = jnp.asarray(records)[None, :, None]
-    expected = linear.gd_weights(
-        hparams["lam"][:, None, :], q, steps, hparams["sigma"][:, None, None], eta=hparams["learning_rate"][:, None, None]
-    )
+    expected = linear.gd_weights(hparams["lam"][:, None, :], q, steps, hparams["sigma"][:, None, None], eta=hparams["learning_rate"][:, None, None])
     np.testing.assert_allclose(mode_weights(trajectory.params["W"]), expected, rtol=0, atol=1e-10)
     # Recorded losses are the population losses of the recorded parameters.
-    np.testing.assert_allclose(trajectory.loss[:, 0], jax.vmap(lambda l, s: objectives.affine_population_loss(q * jnp.eye(DIM), jnp.zeros(DIM), MEAN, (BASIS * l[None, :]) @ BASIS.T, s))(hparams["lam"], hparams["sigma"]), rtol=1e-12)
+    np.testing.assert_allclose(
+        trajectory.loss[:, 0],
+        jax.vmap(lambda lam, s: objectives.affine_population_loss(q * jnp.eye(DIM), jnp.zeros(DIM), MEAN, (BASIS * lam[None, :]) @ BASIS.T, s))(
+            hparams["lam"], hparams["sigma"]
+        ),
+        rtol=1e-12,
+    )
     # A second grid of the same shapes reuses the compiled program.
     traced = len(traces)
     train(seeds[grid[:, 0]], {**hparams, "learning_rate": 0.5 * hparams["learning_rate"]})

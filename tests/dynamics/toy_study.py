@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics.config import StudyConfig, setting
-from dynamics.status import Solved, from_diffrax
-from dynamics.study import STATUS, Outputs, Row, Summary
+from diffdyn.dynamics.config import StudyConfig, setting
+from diffdyn.dynamics.status import Solved, from_diffrax
+from diffdyn.dynamics.study import STATUS, Outputs, Row, Summary
 
 NAME = "toy"
 REFERENCE = "none (engine tests)"
@@ -47,8 +47,16 @@ def decay(stiffness, max_steps: int) -> Solved:
     """``y(1)`` of ``dy/dt = -stiffness y`` from ``y(0) = 1`` by explicit Tsit5: an explicit
     solver needs ~``stiffness`` steps, so a large stiffness exhausts ``max_steps``."""
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, k: -k * y), diffrax.Tsit5(), t0=0.0, t1=1.0, dt0=None, y0=jnp.float64(1.0),
-        args=stiffness, stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-8), max_steps=max_steps, throw=False,
+        diffrax.ODETerm(lambda t, y, k: -k * y),
+        diffrax.Tsit5(),
+        t0=0.0,
+        t1=1.0,
+        dt0=None,
+        y0=jnp.float64(1.0),
+        args=stiffness,
+        stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-8),
+        max_steps=max_steps,
+        throw=False,
     )
     return Solved(solution.ys[-1], from_diffrax(solution.result))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from dynamics import config as configs
-from experiments import cli, runner
+from diffdyn.dynamics import config as configs
+from diffdyn.experiments import cli, runner
 
 
 def assert_scan_equals_runs(study, config, path: str, values: list, *, rtol: float = 1e-12, atol: float = 0.0) -> xr.Dataset:
@@ -20,7 +20,9 @@ def assert_scan_equals_runs(study, config, path: str, values: list, *, rtol: flo
         swept = scanned.sel({dim: value}, drop=True)
         assert set(swept.data_vars) == set(alone.data_vars)
         for name in alone.data_vars:
-            np.testing.assert_allclose(swept[name].transpose(*alone[name].dims).values, alone[name].values, rtol=rtol, atol=atol, err_msg=f"{name} at {path}={value}")
+            np.testing.assert_allclose(
+                swept[name].transpose(*alone[name].dims).values, alone[name].values, rtol=rtol, atol=atol, err_msg=f"{name} at {path}={value}"
+            )
     return scanned
 
 

@@ -8,9 +8,9 @@ import pytest
 import xarray as xr
 from helpers import assert_fails_early, assert_scan_equals_runs
 
-from dynamics.config import LogGrid
-from experiments import class_imbalance, cli, runner
-from models.classes import ClassProblem
+from diffdyn.dynamics.config import LogGrid
+from diffdyn.experiments import class_imbalance, cli, runner
+from diffdyn.models.classes import ClassProblem
 
 # the quick preset's model (d = 16, p = 128, n_0 = 32, t = 0.5) at balance, one seed
 SMALL = class_imbalance.Config(variance_ratio=(1.0, 4.0), centroid_norm=(1.0,), imbalance_ratio=(1.0,), problem=ClassProblem(tau=LogGrid(1e-3, 1e6, 49)))
@@ -85,7 +85,9 @@ def test_class_weight_delays_the_weighted_class(small_run):
     times = scanned.generalization_time
     ratio = times.sel(class_="class_1") / times.sel(class_="class_0")
     assert bool((ratio.sel(class_weight=4.0) > 1.05 * ratio.sel(class_weight=1.0)).all()), ratio.values
-    xr.testing.assert_allclose(times.sel(class_weight=1.0, drop=True), small_run.generalization_time.isel(seed=0, centroid_norm=0, imbalance_ratio=0), rtol=1e-12)
+    xr.testing.assert_allclose(
+        times.sel(class_weight=1.0, drop=True), small_run.generalization_time.isel(seed=0, centroid_norm=0, imbalance_ratio=0), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize(

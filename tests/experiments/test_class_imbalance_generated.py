@@ -7,10 +7,10 @@ import json
 import numpy as np
 import xarray as xr
 
-from dynamics.config import LogGrid
-from experiments import class_imbalance, cli
-from models.classes import ClassProblem
-from models.denoisers.random_features import Generator
+from diffdyn.dynamics.config import LogGrid
+from diffdyn.experiments import class_imbalance, cli
+from diffdyn.models.classes import ClassProblem
+from diffdyn.models.denoisers.random_features import Generator
 
 # d = 8, p = 256, 6 training points per class: the generator copies almost nothing at tau = 1e2
 # and most samples of both classes at tau = 1e8.

@@ -12,13 +12,25 @@ import pytest
 import xarray as xr
 from helpers import assert_fails_early, assert_scan_equals_runs
 
-from dynamics.config import LogGrid
-from dynamics.theory import manifolds as theory
-from experiments import collapse_refine as study
+from diffdyn.dynamics.config import LogGrid
+from diffdyn.dynamics.theory import manifolds as theory
+from diffdyn.experiments import collapse_refine as study
 
 SUBSPACE = dataclasses.replace(
-    study.PRESETS["tiny"], manifold=("subspace",), intrinsic_dim=(2,), ambient_dim=5, concentration=0.0, n_train=64, families=study.FAMILIES,
-    sigma=LogGrid(0.2, 0.8, 3), num_steps=160, num_records=12, batch_size=256, num_points=4, reference_sigma=0.2, seeds=2,
+    study.PRESETS["tiny"],
+    manifold=("subspace",),
+    intrinsic_dim=(2,),
+    ambient_dim=5,
+    concentration=0.0,
+    n_train=64,
+    families=study.FAMILIES,
+    sigma=LogGrid(0.2, 0.8, 3),
+    num_steps=160,
+    num_records=12,
+    batch_size=256,
+    num_points=4,
+    reference_sigma=0.2,
+    seeds=2,
 )
 
 
@@ -62,7 +74,7 @@ def test_every_family_collapses_at_the_normal_rate_to_rank_k(subspace_run):
     the flow, -2.17 / +1.83 instead of -2 / +2); at sigma = 0.2 the effective rank is the exact
     denoiser's 2 s^2 / (s^2 + sigma^2), the normal-bundle SVD gives k = 2, FLIPD 2 within 0.1."""
     summary = study.summarize(subspace_run, SUBSPACE).values
-    for family, slopes in summary["collapse_time_slope"]["subspace"].items():
+    for slopes in summary["collapse_time_slope"]["subspace"].values():
         assert {name: fit["predicted"] for name, fit in slopes.items()} == pytest.approx({"denoiser": -2.0, "score_weighted": 2.0, "eps": -2.0}, abs=1e-12)
         for fit in slopes.values():
             assert abs(fit["measured"] - fit["linear_toy_on_data"]) < 0.05 and abs(fit["measured"] - fit["predicted"]) < 0.25 and fit["collapsed_runs"] == 6
@@ -89,8 +101,20 @@ def test_two_stage_samples_stay_closer_to_the_manifold():
     further from M in the larger D, the decoded latent ones closer than them there; the MMD floor
     is that of two fresh sets of 64 points."""
     config = dataclasses.replace(
-        study.PRESETS["tiny"], manifold="sphere", intrinsic_dim=1, concentration=1.0, sample_sizes=(8, 16), comparison_dims=(3, 6),
-        num_steps=300, encoder_sigma=0.1, edm_steps=300, width=16, embedding=4, num_samples=64, heun_steps=8, batch_size=16,
+        study.PRESETS["tiny"],
+        manifold="sphere",
+        intrinsic_dim=1,
+        concentration=1.0,
+        sample_sizes=(8, 16),
+        comparison_dims=(3, 6),
+        num_steps=300,
+        encoder_sigma=0.1,
+        edm_steps=300,
+        width=16,
+        embedding=4,
+        num_samples=64,
+        heun_steps=8,
+        batch_size=16,
     )
     with jax.enable_x64(True):
         result = jax.jit(lambda key: study.comparison(config, key))(jax.random.key(0))
@@ -122,14 +146,18 @@ def test_bad_input_fails_early_with_one_line(tmp_path, capsys, arguments, field)
 
 
 def test_bad_scan_fails_early(tmp_path, capsys):
-    assert_fails_early(capsys, tmp_path, "collapse-refine", ["--manifold", "subspace", "--concentration", "0", "--grid", "concentration=0,1"], "concentration", command="scan")
+    assert_fails_early(
+        capsys, tmp_path, "collapse-refine", ["--manifold", "subspace", "--concentration", "0", "--grid", "concentration=0,1"], "concentration", command="scan"
+    )
 
 
 @pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path):
     """`diffdyn run collapse-refine` (the quick preset): files and headline numbers."""
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "collapse-refine", "--out", str(out)], check=False, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "diffdyn.experiments.cli", "run", "collapse-refine", "--out", str(out)], check=False, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     for name in ("results.nc", "summary.json", "summary.md", "effective_rank.png", "collapse_time.png", "sample_complexity.png"):
         assert (out / name).is_file(), name

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from dynamics import config as configs
-from dynamics.study import check_study
-from experiments import EXPERIMENTS, get
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics.study import check_study
+from diffdyn.experiments import EXPERIMENTS, get
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,9 @@ def device_env(devices: int) -> dict:
 
 
 def python(code: str, *args: str, devices: int = 1, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=device_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=ROOT, env=device_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
 
 
 def finished(process: subprocess.Popen, timeout: float = 900) -> str:
@@ -54,9 +56,9 @@ def finished(process: subprocess.Popen, timeout: float = 900) -> str:
 
 SHARDED = """
 import jax, numpy as np
-from experiments import EXPERIMENTS, get, runner
-from dynamics import sweep
-from dynamics.sweep import execute
+from diffdyn.experiments import EXPERIMENTS, get, runner
+from diffdyn.dynamics import sweep
+from diffdyn.dynamics.sweep import execute
 COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
 devices = jax.local_devices()
 assert len(devices) == 8, devices
@@ -90,7 +92,7 @@ def test_every_study_on_8_devices_equals_1_device_with_no_collective():
         assert f"same on 8 devices: {name}" in output
 
 
-SCAN = ["-m", "experiments.cli", "scan", "spectral-bias", "--preset", "tiny", "--family", "one_layer", "--num-samples", "64", "--seeds", "4"]
+SCAN = ["-m", "diffdyn.experiments.cli", "scan", "spectral-bias", "--preset", "tiny", "--family", "one_layer", "--num-samples", "64", "--seeds", "4"]
 GRID = ["--grid", "eta=0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2"]
 
 
@@ -130,7 +132,20 @@ def test_two_jax_distributed_processes_equal_one(tmp_path):
         port = probe.getsockname()[1]
     finished(cli(*SCAN, *GRID, "--chunk-size", "4", "--out", str(tmp_path / "single")))
     ranks = [
-        cli(*SCAN, *GRID, "--chunk-size", "4", "--out", str(tmp_path / "multi"), "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(rank))
+        cli(
+            *SCAN,
+            *GRID,
+            "--chunk-size",
+            "4",
+            "--out",
+            str(tmp_path / "multi"),
+            "--coordinator",
+            f"localhost:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(rank),
+        )
         for rank in (0, 1)
     ]
     outputs = [finished(rank) for rank in ranks]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from helpers import assert_fails_early, assert_scan_equals_runs
 
-from dynamics.config import LogGrid
-from experiments import cli, inverse_design
+from diffdyn.dynamics.config import LogGrid
+from diffdyn.experiments import cli, inverse_design
 
 # two seeds (the linear tasks do not depend on the key): every program runs a batch of runs
 SMALL = inverse_design.Config(task=("spectrum", "flatten"), num_modes=4, optimizer_steps=250, sigma=LogGrid(0.002, 80.0, 40), quadrature_nodes=96, seeds=2)

@@ -8,13 +8,13 @@ import jax
 import numpy as np
 import pytest
 import xarray as xr
-
-from dynamics import config as configs
-from dynamics.config import LogGrid
-from dynamics.schedules import vp_noise_variance
-from experiments import cli, memorization, runner
-from models.denoisers import random_features as rf
 from helpers import assert_fails_early, assert_scan_equals_runs
+
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics.config import LogGrid
+from diffdyn.dynamics.schedules import vp_noise_variance
+from diffdyn.experiments import cli, memorization, runner
+from diffdyn.models.denoisers import random_features as rf
 
 TINY = dataclasses.replace(memorization.PRESETS["tiny"], seeds=2)  # d = 8, p = 32, n = 8 and 16, GD to tau = 30
 

@@ -7,15 +7,37 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-
-from dynamics import measures
-from experiments import cli
 from helpers import assert_fails_early
+
+from diffdyn.dynamics import measures
+from diffdyn.experiments import cli
 
 # d = 8, p = 128, n = 8 and 16: the generator copies nothing at tau = 10 and most samples of the
 # small training set at tau = 1e8; the larger set reaches f_mem = 0.1 several times later.
-SMALL = ["--dim", "8", "--psi-p", "16", "--psi-n", "1,2", "--tau.num", "30", "--tau.high", "1e5", "--simulate-tau-max", "0", "--num-bins", "8",
-         "--generator.samples", "100", "--generator.taus", "1e1,1e2,1e3,1e4,1e5,1e6,1e8", "--generator.time.num", "4", "--generator.steps", "16"]
+SMALL = [
+    "--dim",
+    "8",
+    "--psi-p",
+    "16",
+    "--psi-n",
+    "1,2",
+    "--tau.num",
+    "30",
+    "--tau.high",
+    "1e5",
+    "--simulate-tau-max",
+    "0",
+    "--num-bins",
+    "8",
+    "--generator.samples",
+    "100",
+    "--generator.taus",
+    "1e1,1e2,1e3,1e4,1e5,1e6,1e8",
+    "--generator.time.num",
+    "4",
+    "--generator.steps",
+    "16",
+]
 
 
 def test_generated_memorization_end_to_end(tmp_path):
@@ -51,7 +73,7 @@ def test_generated_memorization_end_to_end(tmp_path):
 def test_first_reach_time_interpolates_in_log_tau_and_is_nan_when_never_reached():
     taus = np.array([1.0, 10.0, 100.0, 1000.0])
     curve = np.array([0.0, 0.05, 0.15, 0.2])
-    assert float(measures.first_reach_time(taus, curve, 0.1)) == pytest.approx(10 ** 1.5, rel=1e-12)
+    assert float(measures.first_reach_time(taus, curve, 0.1)) == pytest.approx(10**1.5, rel=1e-12)
     assert float(measures.first_reach_time(taus, curve, 0.0)) == 1.0
     assert np.isnan(measures.first_reach_time(taus, curve, 0.25))
 

@@ -10,16 +10,39 @@ import jax
 import numpy as np
 import pytest
 import xarray as xr
-
-from dynamics import edm, measures
-from dynamics.theory import linear
-from experiments import cli, nonlinear_spectral_bias as nsb, runner
 from helpers import assert_fails_early, assert_scan_equals_runs
-from models.distributions import images
+
+from diffdyn.dynamics import edm, measures
+from diffdyn.dynamics.theory import linear
+from diffdyn.experiments import cli, runner
+from diffdyn.experiments import nonlinear_spectral_bias as nsb
+from diffdyn.models.distributions import images
 
 SMALL = [
-    "--dataset", "digits", "--n-train", "0", "--width", "32", "--depth", "1", "--embedding", "16", "--batch-size", "64",
-    "--num-steps", "100", "--num-records", "5", "--num-samples", "256", "--heun-steps", "32", "--adaptive", "true", "--seeds", "2",
+    "--dataset",
+    "digits",
+    "--n-train",
+    "0",
+    "--width",
+    "32",
+    "--depth",
+    "1",
+    "--embedding",
+    "16",
+    "--batch-size",
+    "64",
+    "--num-steps",
+    "100",
+    "--num-records",
+    "5",
+    "--num-samples",
+    "256",
+    "--heun-steps",
+    "32",
+    "--adaptive",
+    "true",
+    "--seeds",
+    "2",
 ]
 DIGITS = cli.build_config(nsb, "quick", SMALL)
 DIM = 64
@@ -86,7 +109,9 @@ def test_theory_and_emergence_steps_are_the_closed_form_on_the_records(digits_ru
     for seed in ds.seed.values:
         one = ds.sel(seed=seed)
         lam = one.lam.values.astype(float)
-        closed = linear.generated_variance(lam[None, :], float(one.theory_q), DIGITS.learning_rate * steps[:, None], sigma_min=DIGITS.sigma_min, sigma_max=DIGITS.sigma_max)
+        closed = linear.generated_variance(
+            lam[None, :], float(one.theory_q), DIGITS.learning_rate * steps[:, None], sigma_min=DIGITS.sigma_min, sigma_max=DIGITS.sigma_max
+        )
         np.testing.assert_allclose(one.variance.sel(source="theory"), closed, rtol=2e-5)
         tau_star, rising = measures.emergence_times(steps, one.variance.values.astype(float), lam)
         np.testing.assert_allclose(one.emergence_step, tau_star, rtol=1e-5)
@@ -121,7 +146,9 @@ def test_scan_of_learning_rates_equals_the_runs(digits_run):
     assert not np.allclose(scanned.loss.sel(learning_rate=1e-3), scanned.loss.sel(learning_rate=3e-3))
     one = scanned.sel(architecture="mlp", learning_rate=3e-3, seed=0)
     tau = 3e-3 * scanned.step.values.astype(float)
-    closed = linear.generated_variance(one.lam.values[None, :].astype(float), float(one.theory_q), tau[:, None], sigma_min=DIGITS.sigma_min, sigma_max=DIGITS.sigma_max)
+    closed = linear.generated_variance(
+        one.lam.values[None, :].astype(float), float(one.theory_q), tau[:, None], sigma_min=DIGITS.sigma_min, sigma_max=DIGITS.sigma_max
+    )
     np.testing.assert_allclose(one.variance.sel(source="theory"), closed, rtol=2e-5)
 
 
@@ -141,7 +168,22 @@ def test_gaussian_data_have_the_chosen_spectrum_width():
 @pytest.mark.slow
 def test_cli_end_to_end_on_digits_with_the_unet(tmp_path):
     out = tmp_path / "unet"
-    arguments = ["--architecture", "unet", "--base-channels", "4", "--levels", "1", "--num-steps", "30", "--num-samples", "64", "--heun-steps", "6", "--adaptive", "false"]
+    arguments = [
+        "--architecture",
+        "unet",
+        "--base-channels",
+        "4",
+        "--levels",
+        "1",
+        "--num-steps",
+        "30",
+        "--num-samples",
+        "64",
+        "--heun-steps",
+        "6",
+        "--adaptive",
+        "false",
+    ]
     assert cli.main(["run", "nonlinear-spectral-bias", "--out", str(out), *SMALL, *arguments]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["architectures"]) == {"unet"} and summary["dim"] == DIM and summary["sweep"]["failed"] == {}

@@ -9,14 +9,25 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
-
-from dynamics.theory import cumulants as theory
-from experiments import report, simplicity_bias
 from helpers import assert_fails_early, assert_scan_equals_runs
+
+from diffdyn.dynamics.theory import cumulants as theory
+from diffdyn.experiments import report, simplicity_bias
 
 QUICK = simplicity_bias.PRESETS["quick"]
 SMALL = dataclasses.replace(
-    QUICK, dim=(6,), spike=("cumulant",), width=2, learning_rate=3.0, steps=300, records=8, seeds=2, test_samples=4096, generated_samples=64, langevin_steps=20, init_scale=1e-6
+    QUICK,
+    dim=(6,),
+    spike=("cumulant",),
+    width=2,
+    learning_rate=3.0,
+    steps=300,
+    records=8,
+    seeds=2,
+    test_samples=4096,
+    generated_samples=64,
+    langevin_steps=20,
+    init_scale=1e-6,
 )
 
 
@@ -65,7 +76,11 @@ def test_trained_losses_respect_the_clone_minima_and_kurtosis_targets(small_run)
     assert float((final.sel(law="mcm") - ds.loss.isel(step=0).sel(law="mcm")).max()) < 0  # training lowered the loss
     expected = np.exp(-4 * SMALL.t) * -2.0  # Rademacher, planted: e^-4t kappa_4
     np.testing.assert_allclose(ds.kurtosis_target, expected, rtol=1e-6)
-    np.testing.assert_allclose(ds.clone_floor.sel(clone="mean_clone").sel(spike="cumulant", coupling="independent"), float(theory.clone_mmse(theory.MixedCumulantModel(mu=0.0, beta_u=1.0), SMALL.t, 6, "mean_clone")), rtol=1e-6)
+    np.testing.assert_allclose(
+        ds.clone_floor.sel(clone="mean_clone").sel(spike="cumulant", coupling="independent"),
+        float(theory.clone_mmse(theory.MixedCumulantModel(mu=0.0, beta_u=1.0), SMALL.t, 6, "mean_clone")),
+        rtol=1e-6,
+    )
 
 
 def test_summary_reports_exponents_with_their_predictions(small_run, tmp_path):
@@ -76,7 +91,10 @@ def test_summary_reports_exponents_with_their_predictions(small_run, tmp_path):
     assert exponents["correlated"]["cumulant"]["order"] == 2 and exponents["correlated"]["cumulant"]["predicted"] == 2.0
     assert exponents["independent"]["cumulant"]["predicted_best_step"] == 3.0 and exponents["correlated"]["cumulant"]["predicted_best_step"] == 1.0
     assert np.isnan(exponents["independent"]["cumulant"]["value"])  # one dim: no fit
-    assert simplicity_bias.predicted_order(SMALL, "covariance", "independent") == 2 and simplicity_bias.predicted_order(dataclasses.replace(SMALL, readout="noise"), "covariance", "independent") is None
+    assert (
+        simplicity_bias.predicted_order(SMALL, "covariance", "independent") == 2
+        and simplicity_bias.predicted_order(dataclasses.replace(SMALL, readout="noise"), "covariance", "independent") is None
+    )
     path = tmp_path / "summary.json"
     report.write_json(path, dict(summary.values))
     assert json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))["sample_complexity_exponent"]["independent"]["cumulant"]["value"] is None
@@ -130,7 +148,7 @@ def test_quick_preset_orders_the_exponents(tmp_path):
     well below it with correlated ones, the generated kurtosis of the cumulant runs moving
     from 0 toward the data's."""
     out = tmp_path / "quick"
-    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "simplicity-bias", "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "diffdyn.experiments.cli", "run", "simplicity-bias", "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     for name in ("results.nc", "summary.json", "summary.md", "overlaps.png", "recovery.png", "losses.png", "kurtosis.png"):
         assert (out / name).is_file(), name

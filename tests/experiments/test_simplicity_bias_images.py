@@ -11,17 +11,34 @@ import pytest
 import xarray as xr
 from helpers import assert_fails_early, assert_scan_equals_runs
 
-from dynamics import config as configs
-from dynamics import edm
-from dynamics.training import log_spaced_steps
-from experiments import cli
-from experiments import simplicity_bias_images as study
+from diffdyn.dynamics import config as configs
+from diffdyn.dynamics import edm
+from diffdyn.dynamics.training import log_spaced_steps
+from diffdyn.experiments import cli
+from diffdyn.experiments import simplicity_bias_images as study
 
 # digits, MLP-UNet of width 64: the mean-only clone separates by step ~130, the Gaussian clone at sigma = 1 by ~700 (20 s)
-OVERRIDES = ["--width", "64", "--depth", "2", "--embedding", "32", "--batch-size", "128", "--num-steps", "1500", "--num-records", "10", "--sigmas", "0.03,0.3,1"]
+OVERRIDES = [
+    "--width",
+    "64",
+    "--depth",
+    "2",
+    "--embedding",
+    "32",
+    "--batch-size",
+    "128",
+    "--num-steps",
+    "1500",
+    "--num-records",
+    "10",
+    "--sigmas",
+    "0.03,0.3,1",
+]
 SMALL = cli.build_config(study, "quick", OVERRIDES)
 # the null control: Gaussian data are their own Gaussian clone (300 steps, width 32)
-NULL = dataclasses.replace(study.PRESETS["tiny"], dataset=("gaussian",), num_images=2000, width=32, embedding=16, batch_size=128, num_steps=300, num_records=5, sigmas=(0.1, 1.0))
+NULL = dataclasses.replace(
+    study.PRESETS["tiny"], dataset=("gaussian",), num_images=2000, width=32, embedding=16, batch_size=128, num_steps=300, num_records=5, sigmas=(0.1, 1.0)
+)
 
 
 class Small(NamedTuple):
@@ -83,7 +100,11 @@ def test_clone_losses_stay_above_the_wiener_optimum(small):
     wiener = (sigmas[:, 0, 0] ** 2) * np.trace(covariance @ np.linalg.inv(covariance + sigmas**2 * np.eye(64)), axis1=1, axis2=2) / 64
     ds = small.dataset.isel(dataset=0, architecture=0)
     np.testing.assert_allclose(ds.optimal_loss.sel(clone="gaussian_clone").isel(seed=0), wiener, rtol=1e-5)
-    np.testing.assert_allclose(ds.optimal_loss.sel(clone="mean_clone").isel(seed=0), sigmas[:, 0, 0] ** 2 * np.trace(covariance) / (np.trace(covariance) + 64 * sigmas[:, 0, 0] ** 2), rtol=1e-5)
+    np.testing.assert_allclose(
+        ds.optimal_loss.sel(clone="mean_clone").isel(seed=0),
+        sigmas[:, 0, 0] ** 2 * np.trace(covariance) / (np.trace(covariance) + 64 * sigmas[:, 0, 0] ** 2),
+        rtol=1e-5,
+    )
     for clone in study.CLONES:
         excess = (ds.loss.sel(source=clone) - ds.optimal_loss.sel(clone=clone)) / ds.loss_error.sel(source=clone)
         assert float(excess.min()) > -4, clone
@@ -188,7 +209,9 @@ def test_quick_preset_end_to_end(tmp_path):
 def test_unet_on_faces_starts_as_the_untrained_denoiser_and_learns():
     """The conv U-Net on 16x16 faces (image-shaped samples): exact step-0 losses (zero output
     convolution), and training lowers the held-out loss at sigma = 0.3."""
-    config = dataclasses.replace(NULL, dataset=("faces",), architecture=("unet",), num_images=0, base_channels=4, batch_size=32, num_steps=100, sigmas=(0.03, 0.3))
+    config = dataclasses.replace(
+        NULL, dataset=("faces",), architecture=("unet",), num_images=0, base_channels=4, batch_size=32, num_steps=100, sigmas=(0.03, 0.3)
+    )
     ds = study.run(config).isel(dataset=0, architecture=0)
     assert not ds.diverged.any()
     assert_untrained_losses(ds.isel(step=0), host_data(config, "faces", "unet"), config.sigmas)

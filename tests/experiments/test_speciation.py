@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 import xarray as xr
-
-from dynamics.theory import speciation as theory
-from experiments import cli, speciation
 from helpers import assert_fails_early, assert_scan_equals_runs
-from models.distributions import backward
+
+from diffdyn.dynamics.theory import speciation as theory
+from diffdyn.experiments import cli, speciation
+from diffdyn.models.distributions import backward
 
 SMALL = ["--dim", "8", "--omega", "0.5,0.9", "--num-pairs", "150", "--num-times", "9", "--num-steps", "30", "--bisection-steps", "24"]
 CONFIG = cli.build_config(speciation, "quick", SMALL)
@@ -73,7 +73,7 @@ def test_exact_curves_obey_detailed_balance(small_run):
 def test_scan_equals_runs_and_follows_theory(small_run):
     """``diffdyn scan --grid centroid_norm=...`` (mu~ traced: one program) equals the runs; the
     run at mu~ = 1 is the CLI's; t_S = 1/2 ln(1 + d mu~^2) and the cloning curves are
-    :func:`models.distributions.backward.commitment_curves` with the run key fold_in(key(0), 0)."""
+    :func:`diffdyn.models.distributions.backward.commitment_curves` with the run key fold_in(key(0), 0)."""
     scanned = assert_scan_equals_runs(speciation, CONFIG, "centroid_norm", [1.0, 1.5])
     assert scanned.same_class.dims == ("dim", "omega", "centroid_norm", "seed", "source", "reference", "time_index")
     xr.testing.assert_allclose(scanned.same_class.sel(centroid_norm=1.0, drop=True), small_run[1].same_class, rtol=1e-12)

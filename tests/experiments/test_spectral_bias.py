@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
-
-from dynamics import status
-from dynamics.config import LogGrid
-from experiments import cli, report, runner, spectral_bias
 from helpers import assert_fails_early, assert_scan_equals_runs
+
+from diffdyn.dynamics import status
+from diffdyn.dynamics.config import LogGrid
+from diffdyn.experiments import cli, report, runner, spectral_bias
 
 QUICK = spectral_bias.PRESETS["quick"]
 SMALL = dataclasses.replace(
@@ -31,7 +31,7 @@ def quick_run(tmp_path_factory):
     """`diffdyn run spectral-bias` (the README's quick start) once, in a subprocess: its output
     folder and its results."""
     out = tmp_path_factory.mktemp("quick") / "run"
-    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "spectral-bias", "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "diffdyn.experiments.cli", "run", "spectral-bias", "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     with xr.open_dataset(out / "results.nc", engine="h5netcdf") as results:
         return out, results.load()
@@ -134,7 +134,15 @@ def test_given_covariance_is_studied_in_its_eigenbasis(tmp_path):
     factor = rng.normal(size=(5, 5))
     cov = factor @ factor.T / 5 + 0.05 * np.eye(5)
     np.save(tmp_path / "cov.npy", cov)
-    config = dataclasses.replace(SMALL, family=("one_layer", "circulant"), q=(0.1,), covariance=str(tmp_path / "cov.npy"), tau=LogGrid(1e-3, 1e2, 10), sigma=LogGrid(0.002, 80.0, 16), seeds=1)
+    config = dataclasses.replace(
+        SMALL,
+        family=("one_layer", "circulant"),
+        q=(0.1,),
+        covariance=str(tmp_path / "cov.npy"),
+        tau=LogGrid(1e-3, 1e2, 10),
+        sigma=LogGrid(0.002, 80.0, 16),
+        seeds=1,
+    )
     ds = spectral_bias.run(config)
     np.testing.assert_allclose(ds.lam.sel(family="one_layer").squeeze(), np.linalg.eigvalsh(cov), rtol=1e-12)
     deviation = np.abs(ds.variance.sel(source="simulation") / ds.variance.sel(source="theory") - 1)
@@ -194,7 +202,9 @@ def test_scan_equals_runs_and_follows_theory(small_run):
 def test_a_stiff_point_ends_at_its_step_budget_and_the_others_are_untouched():
     """eta = 1e6 makes the two-layer flow need ~1e9 steps: it stops at max_steps, is flagged
     with that reason, and the eta = 1 runs equal a grid without it."""
-    config = dataclasses.replace(SMALL, family=("two_layer",), q=(0.1,), num_modes=4, tau=LogGrid(1e-2, 10.0, 8), sigma=LogGrid(0.002, 80.0, 8), seeds=2, max_steps=3000)
+    config = dataclasses.replace(
+        SMALL, family=("two_layer",), q=(0.1,), num_modes=4, tau=LogGrid(1e-2, 10.0, 8), sigma=LogGrid(0.002, 80.0, 8), seeds=2, max_steps=3000
+    )
     stiff = runner.execute(spectral_bias, config, {"eta": [1.0, 1e6]}, progress=False)
     tame = runner.execute(spectral_bias, config, {"eta": [1.0]}, progress=False)
     failure = stiff.dataset.failure

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics.theory import speciation
-from models.distributions import backward, mixtures
+from diffdyn.dynamics.theory import speciation
+from diffdyn.models.distributions import backward, mixtures
 
 
 @pytest.mark.parametrize("dim", [4, 128])

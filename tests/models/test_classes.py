@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics.config import LogGrid
-from models import classes
-from models.denoisers import random_features as rf
+from diffdyn.dynamics.config import LogGrid
+from diffdyn.models import classes
+from diffdyn.models.denoisers import random_features as rf
 
 PROBLEM = classes.ClassProblem(dim=8, num_features=32, base_count=8, num_noise=8, num_test=64, test_noise=2, tau=LogGrid(1e-3, 1e8, 45))
 

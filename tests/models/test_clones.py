@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import denoising
-from models.distributions import clones, images
+from diffdyn.dynamics import denoising
+from diffdyn.models.distributions import clones, images
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,11 @@ def test_wiener_denoiser_reaches_the_optimal_loss_on_the_clone_and_on_held_out_d
 
     loss, error = denoising.loss_curves(wiener, jnp.zeros(1), jnp.asarray(sets), jnp.asarray(noise), jnp.asarray(sigmas))
     optimal = clones.optimal_loss(clone, sigmas)
-    np.testing.assert_allclose(optimal, sigmas**2 * np.trace(clone.covariance @ np.linalg.inv(clone.covariance + sigmas[:, None, None] ** 2 * np.eye(64)), axis1=1, axis2=2) / 64, rtol=1e-12)
+    np.testing.assert_allclose(
+        optimal,
+        sigmas**2 * np.trace(clone.covariance @ np.linalg.inv(clone.covariance + sigmas[:, None, None] ** 2 * np.eye(64)), axis1=1, axis2=2) / 64,
+        rtol=1e-12,
+    )
     deviation = (loss[:, 0] - optimal[None, :]) / error[:, 0]
     assert np.all(np.abs(deviation) < 4), deviation
     assert np.all(np.asarray(optimal) < sigmas**2) and np.all(np.asarray(optimal) < np.trace(clone.covariance) / 64)

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics.theory import cumulants as theory
-from dynamics.validation import ConfigError
-from models.distributions.cumulants import noised, sample_clone, sample_latent, sample_law, sample_mcm, spike_frame
+from diffdyn.dynamics.theory import cumulants as theory
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.distributions.cumulants import noised, sample_clone, sample_latent, sample_law, sample_mcm, spike_frame
 
 NUM = 100_000
 DIM = 7
@@ -133,7 +133,9 @@ def test_one_sample_function_matches_its_law_and_bad_laws_fail():
     model = theory.MixedCumulantModel()
     frame = spike_frame(jax.random.key(0), DIM)
     np.testing.assert_array_equal(np.asarray(sample_law(jax.random.key(1), model, frame, "mcm")), np.asarray(sample_mcm(jax.random.key(1), model, frame)))
-    np.testing.assert_array_equal(np.asarray(sample_law(jax.random.key(1), model, frame, "mean_clone")), np.asarray(sample_clone(jax.random.key(1), model, frame, "mean_clone")))
+    np.testing.assert_array_equal(
+        np.asarray(sample_law(jax.random.key(1), model, frame, "mean_clone")), np.asarray(sample_clone(jax.random.key(1), model, frame, "mean_clone"))
+    )
     with pytest.raises(ConfigError, match="latent_parameter"):
         theory.MixedCumulantModel(latent="three_point", latent_parameter=0.4).check()
     with pytest.raises(ConfigError, match="coupling"):

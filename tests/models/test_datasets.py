@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from models.distributions import datasets, images
+from diffdyn.models.distributions import datasets, images
 
 
 def test_covariance_eigenbasis_diagonalises_the_training_covariance():

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import objectives
-from models.denoisers import Circulant, DeepLinear, Linear, Patch, SymmetricTwoLayer
-from models.distributions.gaussian import stationary_data
+from diffdyn.dynamics import objectives
+from diffdyn.models.denoisers import Circulant, DeepLinear, Linear, Patch, SymmetricTwoLayer
+from diffdyn.models.distributions.gaussian import stationary_data
 
 MODELS = [Linear(6), Linear(6, "random"), SymmetricTwoLayer(6), DeepLinear(6, 3), DeepLinear(6, 3, "random"), Circulant(6), Patch(7, 3), Patch(9, 5)]
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics.validation import ConfigError
-from models.distributions import gaussian
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.distributions import gaussian
 
 
 def test_random_rotation_is_orthogonal_and_seeded():

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from dynamics.validation import ConfigError
-from models.distributions import images
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.distributions import images
 
 
 def write_idx(path, array):

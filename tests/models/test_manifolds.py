@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics.theory import manifolds as theory
-from dynamics.validation import ConfigError
-from models.denoisers.conservative import Conservative
-from models.distributions import manifolds as data
+from diffdyn.dynamics.theory import manifolds as theory
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.denoisers.conservative import Conservative
+from diffdyn.models.distributions import manifolds as data
 
 CASES = [("subspace", 2, 0.0), ("sphere", 2, 2.0), ("torus", 2, 1.0)]
 
@@ -55,7 +55,19 @@ def test_samples_projection_tangent_space_and_exact_denoiser(kind, k, concentrat
         direction = jax.random.normal(direction_key, prior.shape[1:])
         velocity = jax.jvp(lambda t: data.project(manifold, prior[0] + t * direction), (0.0,), (1.0,))[1]
         chart = jax.vmap(partial(data.coordinates, manifold))(x)
-        return prior[:50], project(prior[:50]), project(x), project(project(x)), chart, data.tangent_projector(manifold, prior[0]), direction, velocity, exact, estimate, error
+        return (
+            prior[:50],
+            project(prior[:50]),
+            project(x),
+            project(project(x)),
+            chart,
+            data.tangent_projector(manifold, prior[0]),
+            direction,
+            velocity,
+            exact,
+            estimate,
+            error,
+        )
 
     points, on_manifold, projected, twice, chart, tangent, direction, velocity, exact, estimate, error = measured(jax.random.key(10))
     np.testing.assert_allclose(on_manifold, points, atol=1e-12)
@@ -75,7 +87,12 @@ def test_von_mises_fisher_sampler_has_the_mean_length_and_is_uniform_at_zero():
     @jax.jit
     def draws(key):
         keys = jax.random.split(key, 4)
-        return [data.von_mises_fisher(keys[0], 2, 2.0, 20_000), data.von_mises_fisher(keys[1], 3, 0.7, 20_000), data.von_mises_fisher(keys[2], 4, 5.0, 20_000), data.von_mises_fisher(keys[3], 3, 0.0, 20_000)]
+        return [
+            data.von_mises_fisher(keys[0], 2, 2.0, 20_000),
+            data.von_mises_fisher(keys[1], 3, 0.7, 20_000),
+            data.von_mises_fisher(keys[2], 4, 5.0, 20_000),
+            data.von_mises_fisher(keys[3], 3, 0.0, 20_000),
+        ]
 
     *concentrated, uniform = draws(jax.random.key(2))
     for sample, (p, c) in zip(concentrated, ((2, 2.0), (3, 0.7), (4, 5.0))):
@@ -98,7 +115,9 @@ def test_effective_rank_of_the_exact_denoiser_tends_to_k(kind, k):
     """tr dD*/dx at a point of M (uniform density) equals the closed form and -> k as sigma -> 0."""
     manifold = data.random_manifold(jax.random.key(14), kind, k, 8, 0.9)
     x = data.sample(jax.random.key(15), manifold, 1)[0]
-    closed = lambda sigma: k * theory.subspace_shrinkage(0.9, sigma) if kind == "subspace" else theory.round_effective_rank(manifold.factors, manifold.factor_dim, 0.9, sigma)
+    closed = lambda sigma: (
+        k * theory.subspace_shrinkage(0.9, sigma) if kind == "subspace" else theory.round_effective_rank(manifold.factors, manifold.factor_dim, 0.9, sigma)
+    )
     both = lambda sigma: (jnp.trace(jax.jacfwd(lambda y: data.optimal_denoiser(manifold, y, sigma))(x)), closed(sigma))
     ranks, expected = jax.jit(jax.vmap(both))(jnp.asarray([0.5, 0.1, 0.02, 0.004]))
     ranks = np.asarray(ranks)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics.validation import ConfigError
-from models.distributions import mixtures
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.distributions import mixtures
 
 WEIGHTS = np.array([0.3, 0.7])
 MEANS = np.array([[2.0, -1.0, 0.5], [-1.0, 1.5, 0.0]])
@@ -41,9 +41,7 @@ def test_ou_law_is_the_rescaled_sigma_law():
     # x_t = e^-t (x0 + sigma z) with sigma^2 = e^2t - 1, so grad log P_t(x) = e^t grad log p_sigma(e^t x).
     t, x = 0.7, jnp.array([0.3, -0.2, 1.1])
     sigma = np.sqrt(np.expm1(2 * t))
-    np.testing.assert_allclose(
-        mixtures.time_score(full(), x, t), np.exp(t) * mixtures.sigma_score(full(), np.exp(t) * x, sigma), rtol=1e-10
-    )
+    np.testing.assert_allclose(mixtures.time_score(full(), x, t), np.exp(t) * mixtures.sigma_score(full(), np.exp(t) * x, sigma), rtol=1e-10)
     noised = mixtures.noised_at_time(full(), t)
     np.testing.assert_allclose(noised.means, np.exp(-t) * MEANS)
     np.testing.assert_allclose(noised.covariances, np.exp(-2 * t) * COVS + (1 - np.exp(-2 * t)) * np.eye(3)[None])

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics import edm
-from models.denoisers.mlp import MLPUNet
+from diffdyn.dynamics import edm
+from diffdyn.models.denoisers.mlp import MLPUNet
 
 MODEL = MLPUNet(dim=6, width=16, depth=5, embedding=8)
 

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics.schedules import vp_noise_variance
-from dynamics.training import quadratic_gradient_flow
-from dynamics.validation import ConfigError
-from models.denoisers import random_features as rf
+from diffdyn.dynamics.schedules import vp_noise_variance
+from diffdyn.dynamics.training import quadratic_gradient_flow
+from diffdyn.dynamics.validation import ConfigError
+from diffdyn.models.denoisers import random_features as rf
 
 D, P, N, T = 6, 10, 8, 0.3
 
@@ -106,7 +106,9 @@ def test_expected_statistics_identity_exact_and_tanh_pairs_by_2d_quadrature():
         hj = cholesky[1, 0] * z1 + cholesky[1, 1] * z2
         direct = np.mean([np.sum(both * np.tanh(a[i] + hi) * np.tanh(a[j] + hj)) for a in centre])
         np.testing.assert_allclose(U[i, j], direct, rtol=1e-6)
-    slope = np.mean([np.sum(weights * (1 - np.tanh(a[:, None] + np.sqrt(delta * np.sum(W_np**2, 1) / D)[:, None] * nodes) ** 2), axis=1) for a in centre], axis=0)
+    slope = np.mean(
+        [np.sum(weights * (1 - np.tanh(a[:, None] + np.sqrt(delta * np.sum(W_np**2, 1) / D)[:, None] * nodes) ** 2), axis=1) for a in centre], axis=0
+    )
     np.testing.assert_allclose(V, slope[:, None] * np.sqrt(delta) * W_np / np.sqrt(D), rtol=1e-6)
 
 

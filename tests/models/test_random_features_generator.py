@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import measures
-from dynamics.sampling import vp_gaussian_start, vp_heun_sample, vp_score_denoiser
-from dynamics.schedules import sigma_from_vp_time, vp_noise_variance
-from models.denoisers import random_features as rf
-from models.distributions import mixtures
+from diffdyn.dynamics import measures
+from diffdyn.dynamics.sampling import vp_gaussian_start, vp_heun_sample, vp_score_denoiser
+from diffdyn.dynamics.schedules import sigma_from_vp_time, vp_noise_variance
+from diffdyn.models.denoisers import random_features as rf
+from diffdyn.models.distributions import mixtures
 
 T_MIN, T_MAX = 0.01, 3.0
 
@@ -38,7 +38,7 @@ def test_vp_heun_sampler_converges_to_the_exact_gaussian_flow():
     exact = mu + s2 / (s2 + sigma_min**2) * (flowed - mu)
     score = jax.tree_util.Partial(mixtures.time_score, one)
     errors = [
-        float(np.max(np.abs(jax.vmap(lambda x: vp_heun_sample(score, x, t_max=T_MAX, t_min=T_MIN, num_steps=steps))(start) - exact)))
+        float(np.max(np.abs(jax.vmap(lambda x, steps=steps: vp_heun_sample(score, x, t_max=T_MAX, t_min=T_MIN, num_steps=steps))(start) - exact)))
         for steps in (16, 32)
     ]
     assert 3.0 < errors[0] / errors[1] < 5.0 and errors[1] < 1e-2, errors  # measured 0.031, 0.0071
@@ -47,7 +47,7 @@ def test_vp_heun_sampler_converges_to_the_exact_gaussian_flow():
 def test_vp_heun_samples_of_a_mixture_carry_its_class_weights_and_variances():
     """Started from the exact OU law at t_max, the samples carry the class weights and the
     class variances C^2/(C + sigma_min^2) of Tweedie's last step (compare
-    :func:`models.distributions.mixtures.sample_pf_ode`, the adaptive sigma-time sampler)."""
+    :func:`diffdyn.models.distributions.mixtures.sample_pf_ode`, the adaptive sigma-time sampler)."""
     dim, weight, variances = 4, 0.7, np.array([1.0, 4.0])
     mixture = mixtures.two_class_mixture(dim, weight, 2.0, tuple(variances))
     score = jax.tree_util.Partial(mixtures.time_score, mixture)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import edm
-from models.denoisers.unet import UNet, conv, downsample, upsample
+from diffdyn.dynamics import edm
+from diffdyn.models.denoisers.unet import UNet, conv, downsample, upsample
 
 MODEL = UNet(height=8, width=8, channels=1, base_channels=4, levels=2, embedding=8)
 network = jax.jit(MODEL.network)  # compiled once: op-by-op dispatch of the U-Net is slow

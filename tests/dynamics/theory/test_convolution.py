@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.integrate import solve_ivp
 
-from dynamics.theory import convolution, linear
+from diffdyn.dynamics.theory import convolution, linear
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
@@ -79,6 +79,7 @@ def test_patch_weights_solve_pixel_space_gradient_flow():
     cov = _random_cov(n, 3)
     cov_patch = convolution.patch_covariance(cov, k)
     w0 = np.array([0.1, 0.5, -0.2])
+
     def rhs(_, w):
         return -eta * np.asarray(_pixel_loss_gradient(w, cov, sigma))
 
@@ -115,9 +116,7 @@ def test_full_width_patch_is_the_circulant_model(q):
     tau = np.array([1e-4, 1e-2, 1.0, 1e2])
     cov_patch, power = convolution.patch_covariance(cov, n), convolution.power_spectrum(cov)
     patch = convolution.patch_generated_variance(cov_patch, q, tau, n_pixels=n, eta=eta)
-    circulant = convolution.circulant_generated_variance(
-        power, q, tau[:, None], n_pixels=n, eta=eta
-    )
+    circulant = convolution.circulant_generated_variance(power, q, tau[:, None], n_pixels=n, eta=eta)
     assert_allclose(patch, circulant, rtol=1e-7)
 
 

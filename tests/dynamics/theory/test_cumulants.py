@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics.theory import cumulants as theory
-from models.denoisers.tied import ACTIVATIONS, TiedDenoiser
-from models.distributions.cumulants import noised, sample_law, spike_frame
+from diffdyn.dynamics.theory import cumulants as theory
+from diffdyn.models.denoisers.tied import ACTIVATIONS, TiedDenoiser
+from diffdyn.models.distributions.cumulants import noised, sample_law, spike_frame
 
 T = 0.1
 DIM = 6
@@ -136,6 +136,7 @@ def test_sgd_at_small_d_follows_the_flow_of_the_one_dimensional_loss():
             loss = lambda p: jnp.mean(jax.vmap(denoiser.loss, in_axes=(None, 0, 0, None))(p, x, z, T))
             params = jax.tree.map(lambda p, g: p - eta * g, params, jax.grad(loss)(params))
             return params, jnp.concatenate([params["skip"][None], frame @ params["W"][0]])
+
         return jax.lax.scan(step, {"W": weights[None, :], "skip": jnp.asarray(1.0)}, jnp.arange(steps))[1]
 
     runs = np.asarray(jax.jit(jax.vmap(sgd))(jax.random.split(jax.random.key(2), 4)))

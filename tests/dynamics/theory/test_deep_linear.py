@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.integrate import solve_ivp
 
-from dynamics.theory import deep_linear, linear
+from diffdyn.dynamics.theory import deep_linear, linear
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
@@ -79,9 +79,7 @@ def test_weights_solve_per_layer_gradient_flow(symmetric):
     y0 = np.sqrt(q) if symmetric else np.concatenate([np.sqrt(q), np.sqrt(q)])
     sol = solve_ivp(rhs, (0, taus[-1]), y0, "DOP853", t_eval=taus, rtol=1e-12, atol=1e-14)
     product = sol.y**2 if symmetric else np.prod(np.split(sol.y, 2), axis=0)
-    closed = deep_linear.weights(
-        lam[None, :], q[None, :], taus[:, None], sigma[None, :], eta=eta, symmetric=symmetric
-    )
+    closed = deep_linear.weights(lam[None, :], q[None, :], taus[:, None], sigma[None, :], eta=eta, symmetric=symmetric)
     assert_allclose(closed, product.T, atol=1e-8, rtol=0)
 
 

@@ -6,7 +6,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.integrate import solve_ivp
 
-from dynamics.theory import flow_matching
+from diffdyn.dynamics.theory import flow_matching
 
 
 def _central_difference(f, x, i, h):

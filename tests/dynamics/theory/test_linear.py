@@ -6,7 +6,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.integrate import quad, solve_ivp
 
-from dynamics.theory import linear
+from diffdyn.dynamics.theory import linear
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.special
 
-from dynamics.objectives import affine_population_loss
-from dynamics.theory import manifolds as theory
-from dynamics.training import quadratic_gradient_flow
+from diffdyn.dynamics.objectives import affine_population_loss
+from diffdyn.dynamics.theory import manifolds as theory
+from diffdyn.dynamics.training import quadratic_gradient_flow
 
 SIGMAS = np.array([0.03, 0.1, 0.5, 2.0])
 
@@ -22,7 +22,9 @@ def test_normal_rates_are_the_issues_numbers():
     np.testing.assert_allclose(rates["denoiser"], 2 * SIGMAS**2, rtol=1e-15)
     np.testing.assert_allclose(rates["score_weighted"], 2 / SIGMAS**2, rtol=1e-15)
     np.testing.assert_allclose(rates["eps"], 2 * SIGMAS**2, rtol=1e-15)
-    slopes = {name: np.polyfit(np.log(SIGMAS), np.log(theory.collapse_time(theory.flow_rate(name, SIGMAS), SIGMAS, 0.2)), 1)[0] for name in theory.PARAMETERISATIONS}
+    slopes = {
+        name: np.polyfit(np.log(SIGMAS), np.log(theory.collapse_time(theory.flow_rate(name, SIGMAS), SIGMAS, 0.2)), 1)[0] for name in theory.PARAMETERISATIONS
+    }
     assert slopes == pytest.approx({"denoiser": -2.0, "score_weighted": 2.0, "eps": -2.0}, abs=1e-12)
 
 

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics.schedules import vp_noise_variance
-from dynamics.theory import random_features as th
-from models.denoisers import random_features as rf
+from diffdyn.dynamics.schedules import vp_noise_variance
+from diffdyn.dynamics.theory import random_features as th
+from diffdyn.models.denoisers import random_features as rf
 
 T = 0.1
 

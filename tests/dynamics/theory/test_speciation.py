@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynamics.theory import speciation
+from diffdyn.dynamics.theory import speciation
 
 
 def test_minority_delay_check_values():
