@@ -55,14 +55,15 @@ def finished(process: subprocess.Popen, timeout: float = 900) -> str:
 
 
 SHARDED = """
+import sys
 import jax, numpy as np
-from diffdyn.experiments import EXPERIMENTS, get, runner
+from diffdyn.experiments import get, runner
 from diffdyn.dynamics import sweep
 from diffdyn.dynamics.sweep import execute
 COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
 devices = jax.local_devices()
 assert len(devices) == 8, devices
-for name in EXPERIMENTS:
+for name in sys.argv[1:]:
     study = get(name)
     config = study.PRESETS["tiny"]
     # one run per device and call on both sides: the same per-device program, so equal bit for bit
@@ -83,12 +84,24 @@ for name in EXPERIMENTS:
 """
 
 
-def test_every_study_on_8_devices_equals_1_device_with_no_collective():
+# spectral-bias (adaptive diffrax loops in two_layer / deep_linear) and nonlinear-spectral-bias run
+# by default; the other studies take 3 more minutes on 2 cores and run with -m slow.
+ON_8_DEVICES_BY_DEFAULT = ("spectral-bias", "nonlinear-spectral-bias")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        pytest.param(ON_8_DEVICES_BY_DEFAULT, id="default"),
+        pytest.param(tuple(name for name in EXPERIMENTS if name not in ON_8_DEVICES_BY_DEFAULT), id="others", marks=pytest.mark.slow),
+    ],
+)
+def test_every_study_on_8_devices_equals_1_device_with_no_collective(names):
     """Each study's tiny preset, sharded over 8 simulated CPU devices (shard_map over runs),
     equals the same sweep on one device (to the last bits of its precision); no chunk program contains
     a collective."""
-    output = finished(python(SHARDED, devices=8))
-    for name in EXPERIMENTS:
+    output = finished(python(SHARDED, *names, devices=8))
+    for name in names:
         assert f"same on 8 devices: {name}" in output
 
 

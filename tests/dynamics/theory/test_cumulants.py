@@ -74,10 +74,10 @@ def test_clone_minimum_equals_monte_carlo_of_the_best_linear_denoiser(law):
     ("readout", "activation", "latent", "expected", "drawn"),
     [
         ("data", "tanh", "rademacher", (2, 2, 4), (True, True, True)),  # odd g: the mean enters at order 2
-        ("noise", "tanh", "rademacher", (2, 2, 4), (False, False, False)),  # the authors' readout: all three repel
-        ("noise", "relu_squared", "rademacher", (1, 2, 4), (True, False, True)),
+        pytest.param("noise", "tanh", "rademacher", (2, 2, 4), (False, False, False), marks=pytest.mark.slow),  # the authors' readout: all three repel
+        pytest.param("noise", "relu_squared", "rademacher", (1, 2, 4), (True, False, True), marks=pytest.mark.slow),
         ("data", "relu_squared", "skewed", (1, 2, 3), (True, True, True)),  # a skewed latent enters at order 3
-        ("data", "tanh", "skewed", (2, 2, 4), (True, True, False)),  # ... but at 4 for an odd g
+        pytest.param("data", "tanh", "skewed", (2, 2, 4), (True, True, False), marks=pytest.mark.slow),  # ... but at 4 for an odd g
     ],
 )
 def test_spike_orders_are_the_first_nonvanishing_taylor_coefficients(readout, activation, latent, expected, drawn):
