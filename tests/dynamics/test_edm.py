@@ -109,6 +109,7 @@ def test_vmapped_seeds_equal_separate_runs():
     np.testing.assert_array_equal(trajectory.steps[0], [0, 5, 20])
 
 
+@pytest.mark.slow  # keeps the default suite within CI time; run with -m slow
 def test_learned_denoiser_converges_to_the_optimal_linear_denoiser_at_high_sigma():
     """On Gaussian data the Bayes denoiser is W* = C (C + sigma^2 I)^-1; the trained MLP-UNet's
     Jacobian at noisy points approaches it (relative Frobenius error), and the error shrinks with

@@ -95,6 +95,7 @@ def test_scan_of_the_radius_equals_runs():
     np.testing.assert_allclose(ranks, 0.49 / (0.49 + scanned.sigma**2), rtol=1e-12)  # k s^2 / (s^2 + sigma^2)
 
 
+@pytest.mark.slow  # keeps the default suite within CI time; run with -m slow
 def test_two_stage_samples_stay_closer_to_the_manifold():
     """The comparison block alone (circle S^1 with a vMF density, D = 3 and 6, n = 8 and 16, short
     trainings): the learned encoder spans the circle's plane; the ambient model's samples lie

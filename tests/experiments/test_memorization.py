@@ -139,6 +139,7 @@ def test_gd_step_fraction_and_an_unstable_step(tiny):
     assert {"train_loss_gd", "test_loss_gd", "score_error_gd"} <= set(memorization.outputs(config).checked)
 
 
+@pytest.mark.slow  # keeps the default suite within CI time; run with -m slow
 def test_tau_mem_is_linear_in_n_only_when_psi_p_dominates_psi_n():
     """docs/theory.md section 7's tau_mem ~ n holds for psi_p >> psi_n (its derivation's regime):
     in the Gaussian-equivalent model (the one the theory solves, any psi_p) at d = 10 the slope

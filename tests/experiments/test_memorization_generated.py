@@ -40,6 +40,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow  # keeps the default suite within CI time; run with -m slow
 def test_generated_memorization_end_to_end(tmp_path):
     out = tmp_path / "run"
     assert cli.main(["run", "memorization", "--out", str(out), *SMALL]) == 0

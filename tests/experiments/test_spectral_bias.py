@@ -149,6 +149,7 @@ def test_given_covariance_is_studied_in_its_eigenbasis(tmp_path):
     assert float(deviation.max()) < 0.02
 
 
+@pytest.mark.slow  # keeps the default suite within CI time; run with -m slow
 def test_finite_training_set_deviates_from_population_theory():
     """With n samples the learned spectrum is the sample spectrum: deviations shrink with n."""
     base = dataclasses.replace(SMALL, family=("one_layer",), q=(0.1,), num_modes=4, tau=LogGrid(1e-3, 1e2, 8), sigma=LogGrid(0.002, 80.0, 12))
@@ -179,6 +180,7 @@ def test_summary_is_strict_json(small_run, tmp_path):
     assert json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))["fit"]["alpha"] is None
 
 
+@pytest.mark.slow  # keeps the default suite within CI time; run with -m slow
 def test_depth_three_deep_linear_follows_its_mode_ode_theory():
     config = dataclasses.replace(SMALL, family=("deep_linear",), q=(0.1,), num_modes=12, depth=3, seeds=1, tau=LogGrid(1e-3, 1e2, 16))
     families = spectral_bias.summarize(spectral_bias.run(config), config).values["families"]["deep_linear"]

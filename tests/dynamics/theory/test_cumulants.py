@@ -26,11 +26,11 @@ def monte_carlo_loss(model, denoiser, params, law, seed, num=400_000):
 
 CASES = [
     ("planted", "independent", "rademacher", "tanh", "data", "mcm"),
-    ("planted", "correlated", "three_point", "scaled_tanh", "noise", "mcm"),
+    pytest.param("planted", "correlated", "three_point", "scaled_tanh", "noise", "mcm", marks=pytest.mark.slow),
     ("whitened", "hermite2", "rademacher", "relu_squared", "noise", "mcm"),
-    ("whitened", "hermite3", "three_point", "tanh", "data", "mcm"),
-    ("planted", "independent", "skewed", "quadratic", "data", "mcm"),
-    ("planted", "correlated", "rademacher", "tanh", "noise", "covariance_clone"),
+    pytest.param("whitened", "hermite3", "three_point", "tanh", "data", "mcm", marks=pytest.mark.slow),
+    pytest.param("planted", "independent", "skewed", "quadratic", "data", "mcm", marks=pytest.mark.slow),
+    pytest.param("planted", "correlated", "rademacher", "tanh", "noise", "covariance_clone", marks=pytest.mark.slow),
     ("whitened", "independent", "rademacher", "scaled_tanh", "data", "mean_clone"),
 ]
 
