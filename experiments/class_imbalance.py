@@ -263,8 +263,6 @@ def figures(dataset, config: Config) -> dict:
     result = {"phase_map": phase, "class_curves": curves}
     if "memorization_fraction_generated" in dataset:
         result["generated_memorization"] = generated_figure(dataset)
-    for figure in result.values():
-        figure.tight_layout()
     return result
 
 

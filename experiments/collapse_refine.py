@@ -568,8 +568,6 @@ def figures(dataset, config: Config) -> dict:
         axes[1].set(xlabel="training points n", ylabel="mean squared distance to M")
         axes[0].legend(fontsize=7)
         figures["sample_complexity"] = figure
-    for figure in figures.values():
-        figure.tight_layout()
     return figures
 
 

@@ -397,7 +397,6 @@ def figures(dataset, config: Config) -> dict:
         axes[0].legend(fontsize=7)
         axes[1].semilogy(run.objective)
         axes[1].set(xlabel="Adam step", ylabel="objective")
-        figure.tight_layout()
         result[f"inverse_{task.replace('-', '_')}"] = figure
     return result
 

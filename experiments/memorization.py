@@ -397,8 +397,6 @@ def figures(dataset, config: Config) -> dict:
         axis.axhline(config.copy_levels[0], color="k", ls=":", lw=0.8)
         axis.set(xlabel="generator training time tau", ylabel="f_mem")
         axis.legend(fontsize=7)
-    for figure in result.values():
-        figure.tight_layout()
     return result
 
 

@@ -360,8 +360,6 @@ def figures(dataset, config: Config) -> dict:
         aligned_axes[index].legend(fontsize=7)
         for axes in (variance_axes, law_axes, aligned_axes):
             axes[index].set_title(name)
-    for figure in (variance_figure, law_figure, aligned_figure):
-        figure.tight_layout()
     return {"variance": variance_figure, "emergence": law_figure, "alignment": aligned_figure}
 
 

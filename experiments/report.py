@@ -134,8 +134,10 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def save_figure(path: Path, figure) -> None:
+    """Lay out ``figure``, write it to ``path`` as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
+    figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)

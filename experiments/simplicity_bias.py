@@ -359,8 +359,6 @@ def figures(dataset, config: Config) -> dict:
         axes[0].set(xscale="log", xlabel="step")
         axes[0].legend(fontsize=7)
         result["kurtosis"] = figure
-    for figure in result.values():
-        figure.tight_layout()
     return result
 
 

@@ -336,8 +336,6 @@ def figures(dataset, config: Config) -> dict:
         axis.axhspan(-config.threshold, config.threshold, color="grey", alpha=0.2)
         axis.set(xscale="symlog", xlim=(0, None), title=label, xlabel="Adam step")
         axis.legend(fontsize=6, title="sigma")
-    for figure in (loss_figure, gap_figure):
-        figure.tight_layout()
     return {"losses": loss_figure, "gap": gap_figure}
 
 

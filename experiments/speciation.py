@@ -257,7 +257,6 @@ def figures(dataset, config: Config) -> dict:
     delays.set(xlabel="omega (majority weight)", ylabel="minority delay", title="minority basin delay")
     for axis in (cloning, delays):
         axis.legend(fontsize=7)
-    figure.tight_layout()
     return {"speciation": figure}
 
 

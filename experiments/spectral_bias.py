@@ -380,8 +380,6 @@ def figures(dataset, config: Config) -> dict:
         plots.emergence_law(law_axes[index], every_seed.lam.values, {s: every_seed.emergence_time.sel(source=s).values for s in ("theory", "simulation")})
         for axes in (weight_axes, variance_axes, law_axes):
             axes[index].set_title(family)
-    for figure in (weight_figure, variance_figure, law_figure):
-        figure.tight_layout()
     return {"weights": weight_figure, "variance": variance_figure, "emergence": law_figure}
 
 
